@@ -1,0 +1,92 @@
+"""Shared defaults for every config in `configs/` (the release's hyper-parameters).
+
+Each `configs/NAME.py` calls `base_config()` and overrides what its dataset needs.
+Feature dimensions (`video_dim`, `text_dim`) are read from the built dataset at run
+time; they stay `None` here so nobody types them.
+"""
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  # --- data -------------------------------------------------------------------
+  c.data = ml_collections.ConfigDict()
+  c.data.name = 'charades'           # used for metric length bins and logging
+  c.data.dir = ''                    # a dataset written by data_prep/build_dataset.py
+  c.data.max_v_l = 128               # clips kept per video (longer videos are truncated)
+  c.data.max_q_l = 32                # text tokens kept per query
+  c.data.max_windows = 5             # GT windows kept per query
+  c.data.length_buckets = (32, 64, 96, 128)   # padded video lengths; last >= max_v_l
+  c.data.use_tef = True              # append [i/L, (i+1)/L] to every clip
+  c.data.normalize_video = True      # L2 per clip and feature type (done at build time)
+  c.data.normalize_text = True       # L2 per token
+  c.data.num_saliency_pairs = 2      # sampled positive / negative clips per example
+  c.data.worker_count = 0            # grain worker processes (0 = in-process)
+  c.data.eval_split = 'val'          # split used for periodic evaluation and best ckpt
+  c.data.test_split = 'test'
+
+  # --- model ------------------------------------------------------------------
+  c.model = ml_collections.ConfigDict()
+  c.model.hidden_dim = 256
+  c.model.num_heads = 8
+  c.model.ffn_dim = 1024
+  c.model.dropout = 0.1
+  c.model.input_dropout = 0.5
+  c.model.n_input_proj = 2
+  c.model.t2v_layers = 2
+  c.model.enc_layers = 2
+  c.model.dec_layers = 2
+  c.model.text_position = 'none'     # 'none' (release default) | 'learned'
+  c.model.max_q_l = 32               # size of the learned text position table
+  c.model.dtype = 'float32'          # compute dtype ('bfloat16' on accelerators)
+
+  # --- diffusion ----------------------------------------------------------------
+  c.diffusion = ml_collections.ConfigDict()
+  c.diffusion.num_spans = 5          # N_r
+  c.diffusion.timesteps = 1000       # T
+  c.diffusion.schedule = 'cosine'    # 'cosine' | 'linear'
+  c.diffusion.cosine_s = 0.008
+  c.diffusion.scale = 2.0            # signal scale lambda
+  c.diffusion.sampling_steps = 10    # release default; the paper reports 50
+  c.diffusion.eta = 1.0              # DDIM eta (1.0 = stochastic, paper Eq. 6)
+  c.diffusion.placeholder_std = 1.0 / 6.0
+  c.diffusion.min_width = 0.01
+
+  # --- losses and matching -----------------------------------------------------
+  c.loss = ml_collections.ConfigDict()
+  c.loss.span_l1 = 10.0
+  c.loss.giou = 1.0
+  c.loss.label = 4.0
+  c.loss.eos_coef = 0.1              # weight of the background class in the CE
+  c.loss.aux = True                  # losses on intermediate decoder layers
+  c.loss.sim = 4.0                   # L_sim weight (2 on the anti-bias splits)
+  c.loss.sim_variant = 'charades'    # 'charades' | 'antibias' (BCE/ranking x10, contrastive x0.1)
+  c.loss.sim_margin = 0.2
+  c.loss.sim_temperature = 0.5
+  c.matcher = ml_collections.ConfigDict()
+  c.matcher.cost_span = 10.0
+  c.matcher.cost_giou = 1.0
+  c.matcher.cost_class = 4.0
+
+  # --- optimisation -----------------------------------------------------------
+  c.batch_size = 32                  # global, over all devices and hosts
+  c.eval_batch_size = 64
+  c.num_epochs = 100
+  c.num_train_steps = -1             # > 0 overrides num_epochs
+  c.learning_rate = 2e-4
+  c.weight_decay = 1e-4
+  c.lr_drop_epochs = 40              # lr x lr_drop_factor every this many epochs
+  c.lr_drop_factor = 0.1
+  c.grad_clip_norm = 0.1
+
+  # --- bookkeeping --------------------------------------------------------------
+  c.log_every_steps = 50
+  c.eval_every_steps = 1000          # <= 0: once per epoch
+  c.checkpoint_every_steps = 1000
+  c.max_checkpoints_to_keep = 2
+  c.tensorboard = False
+  c.nms_threshold = -1.0             # temporal NMS at eval; < 0 disables (release default)
+  c.max_pred_windows = 10            # windows written per query
+  return c

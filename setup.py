@@ -1,0 +1,31 @@
+from setuptools import find_packages, setup
+
+setup(
+    name='momentdiff-jax',
+    version='0.1.0',
+    description='MomentDiff (diffusion-based video moment retrieval) in JAX/Flax',
+    packages=find_packages(include=['momentdiff_jax', 'momentdiff_jax.*']),
+    python_requires='>=3.10',
+    install_requires=[
+        'jax>=0.6.0',
+        'flax>=0.10.4',
+        'optax>=0.2.4',
+        'orbax-checkpoint>=0.11.0',
+        'numpy>=1.26',
+        'scipy>=1.11',
+        'ml-collections>=1.0.0',
+        'tensorflow-datasets>=4.9.7',
+        'array-record>=0.7.1',
+        'grain>=0.2.10',
+        'absl-py>=2.0',
+        'etils>=1.7',
+        'tqdm>=4.66',
+        'matplotlib>=3.8',
+    ],
+    extras_require={
+        'test': ['pytest>=8.0', 'pytest-xdist>=3.5'],
+        'cuda12': ['jax[cuda12]>=0.6.0'],
+        'tpu': ['jax[tpu]>=0.6.0'],
+        'torch': ['torch>=2.1'],
+    },
+)
