@@ -1,0 +1,123 @@
+"""Workdir checkpoints with orbax: `checkpoints/latest/<step>` and `checkpoints/best/<step>`.
+
+Each checkpoint holds separate items so that evaluation restores only what it needs:
+  params  the model parameters (pytree)
+  train   `{'opt_state', 'step'}` (latest only)
+  data    the input pipeline's iterator state, JSON (latest only)
+The best manager keeps the single checkpoint with the highest validation
+`MR-full-mAP`; it stores params only.
+"""
+import json
+import os
+from typing import Any, Optional
+
+import jax
+import orbax.checkpoint as ocp
+
+BEST_METRIC = 'MR-full-mAP'
+
+
+def _dir(workdir: str, which: str) -> str:
+  return os.path.join(os.path.abspath(workdir), 'checkpoints', which)
+
+
+class WorkdirCheckpoints:
+  """The latest (for resuming) and best-on-val (for evaluation) checkpoint managers."""
+
+  def __init__(self, workdir: str, max_to_keep: int = 2, read_only: bool = False):
+    self.latest = ocp.CheckpointManager(
+        _dir(workdir, 'latest'),
+        item_names=('params', 'train', 'data'),
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, create=not read_only, read_only=read_only))
+    self.best = ocp.CheckpointManager(
+        _dir(workdir, 'best'),
+        item_names=('params',),
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=1, create=not read_only, read_only=read_only,
+            best_fn=lambda m: m[BEST_METRIC], best_mode='max',
+            keep_checkpoints_without_metrics=False))
+
+  def save_latest(self, step: int, params, opt_state, data_state: dict[str, Any]):
+    self.latest.save(step, args=ocp.args.Composite(
+        params=ocp.args.StandardSave(params),
+        train=ocp.args.StandardSave({'opt_state': opt_state, 'step': step}),
+        data=ocp.args.JsonSave(data_state)))
+
+  def save_best(self, step: int, params, metrics: dict[str, float]):
+    """Saves `params` if `metrics[BEST_METRIC]` beats every earlier best."""
+    self.best.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(params)),
+                   metrics={BEST_METRIC: float(metrics[BEST_METRIC])})
+
+  def latest_step(self) -> Optional[int]:
+    return self.latest.latest_step()
+
+  def restore_latest(self, abstract_params, abstract_opt_state):
+    """Returns (step, params, opt_state, data_state) of the latest checkpoint.
+
+    `abstract_*` are pytrees of `jax.ShapeDtypeStruct` carrying the target shardings.
+    """
+    step = self.latest.latest_step()
+    out = self.latest.restore(step, args=ocp.args.Composite(
+        params=ocp.args.StandardRestore(abstract_params),
+        train=ocp.args.StandardRestore({'opt_state': abstract_opt_state, 'step': 0}),
+        data=ocp.args.JsonRestore()))
+    return step, out['params'], out['train']['opt_state'], out['data']
+
+  def wait(self):
+    self.latest.wait_until_finished()
+    self.best.wait_until_finished()
+
+  def close(self):
+    self.latest.close()
+    self.best.close()
+
+
+def restore_params(workdir: str, which: str = 'best', abstract_params=None):
+  """Params of `checkpoints/<which>` ('best' falls back to 'latest' when empty).
+
+  Returns (step, params, which_used).
+  """
+  order = {'best': ('best', 'latest'), 'latest': ('latest',)}[which]
+  for name in order:
+    path = _dir(workdir, name)
+    if not os.path.isdir(path):
+      continue
+    mngr = ocp.CheckpointManager(path, item_names=('params',),
+                                 options=ocp.CheckpointManagerOptions(read_only=True))
+    step = mngr.best_step() if name == 'best' else mngr.latest_step()
+    if step is None:
+      step = mngr.latest_step()
+    if step is None:
+      mngr.close()
+      continue
+    restore = (ocp.args.StandardRestore(abstract_params) if abstract_params is not None
+               else ocp.args.StandardRestore())
+    params = mngr.restore(step, args=ocp.args.Composite(params=restore))['params']
+    mngr.close()
+    return step, params, name
+  raise FileNotFoundError(
+      f'No checkpoint under {os.path.join(workdir, "checkpoints")} '
+      f'(looked for {" then ".join(order)}).')
+
+
+def save_converted(workdir: str, config, params, step: int = 0):
+  """Writes `config.json` and `params` as the best checkpoint (converted weights)."""
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, 'config.json'), 'w') as f:
+    f.write(config.to_json_best_effort(indent=2))
+  mngr = ocp.CheckpointManager(_dir(workdir, 'best'), item_names=('params',),
+                               options=ocp.CheckpointManagerOptions(create=True))
+  mngr.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(params)))
+  mngr.wait_until_finished()
+  mngr.close()
+
+
+def load_config(workdir: str):
+  """The ConfigDict a run wrote to `workdir/config.json`."""
+  import ml_collections
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{path} not found: is {workdir!r} a momentdiff_jax workdir?')
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))

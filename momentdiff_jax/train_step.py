@@ -1,0 +1,134 @@
+"""The compiled units of a run: one training update and one full sampling call.
+
+Both are pure functions of (params, batch, rng) built by closures over the model and
+config, so `train.py` can jit them once with explicit shardings over a `Mesh`.
+"""
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from momentdiff_jax import diffusion
+from momentdiff_jax import losses as losses_lib
+from momentdiff_jax.model import MomentDiff
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  opt_state: Any
+
+
+def make_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation:
+  """AdamW with step decay x`lr_drop_factor` every `lr_drop_epochs`, global-norm clipping."""
+  boundaries = {}
+  if config.lr_drop_epochs > 0:
+    every = int(config.lr_drop_epochs * steps_per_epoch)
+    total = max(int(config.num_epochs * steps_per_epoch), int(config.num_train_steps))
+    for k in range(1, total // max(every, 1) + 1):
+      boundaries[k * every] = config.lr_drop_factor
+  lr = optax.piecewise_constant_schedule(config.learning_rate, boundaries)
+  chain = []
+  if config.grad_clip_norm > 0:
+    chain.append(optax.clip_by_global_norm(config.grad_clip_norm))
+  chain.append(optax.adamw(lr, weight_decay=config.weight_decay))
+  return optax.chain(*chain)
+
+
+def _encode(model, params, batch, query_feat, query_mask, train, rng):
+  return model.apply(params, batch['video_feat'], batch['video_mask'], query_feat,
+                     query_mask, train=train, method=MomentDiff.encode,
+                     rngs={'dropout': rng} if train else {})
+
+
+def loss_fn(params, model: MomentDiff, config, schedule: diffusion.Schedule,
+            batch: dict[str, jax.Array], rng: jax.Array):
+  """Total loss and its parts for one batch (global under jit).
+
+  The negative pair for L_sim pairs every video with the next example's text
+  (batch roll by one), as the release does; only its saliency is used, so the
+  decoder never runs on it.
+  """
+  r_enc, r_neg, r_tgt, r_t, r_noise, r_dec = jax.random.split(rng, 6)
+  cond = _encode(model, params, batch, batch['query_feat'], batch['query_mask'], True, r_enc)
+  neg_q = jnp.roll(batch['query_feat'], 1, axis=0)
+  neg_m = jnp.roll(batch['query_mask'], 1, axis=0)
+  cond_neg = _encode(model, params, batch, neg_q, neg_m, True, r_neg)
+
+  dcfg = config.diffusion
+  bsz = batch['video_feat'].shape[0]
+  x0 = diffusion.prepare_targets(r_tgt, batch['span_targets'], batch['span_mask'],
+                                 dcfg.num_spans, dcfg)
+  t = jax.random.randint(r_t, (bsz,), 0, dcfg.timesteps)
+  noise = jax.random.normal(r_noise, x0.shape, x0.dtype)
+  x_t = diffusion.q_sample(schedule, diffusion.spans_to_signal(x0, dcfg.scale), t, noise)
+  x_t = diffusion.signal_to_spans(x_t, dcfg.scale)
+  cache = model.apply(params, cond, method=MomentDiff.prepare)
+  out = model.apply(params, cache, x_t, t, train=True, method=MomentDiff.denoise,
+                    rngs={'dropout': r_dec})
+
+  vmr = losses_lib.vmr_losses(out['pred_logits'], out['pred_spans'], batch['span_targets'],
+                              batch['span_mask'], config.loss, config.matcher)
+  sal = losses_lib.saliency_losses(cond['saliency'], cond_neg['saliency'],
+                                   batch['video_mask'], batch['saliency_labels'],
+                                   batch['saliency_pos_idx'], batch['saliency_neg_idx'],
+                                   config.loss)
+  total = vmr['total'] + sal['total']
+  parts = {f'vmr/{k}': v for k, v in vmr.items()}
+  parts.update({f'sim/{k}': v for k, v in sal.items()})
+  parts['total'] = total
+  return total, parts
+
+
+def make_train_step(model: MomentDiff, config, schedule: diffusion.Schedule,
+                    tx: optax.GradientTransformation) -> Callable:
+  """`train_step(state, batch, base_rng) -> (state, metrics)`; rng folded with the step."""
+
+  def train_step(state: TrainState, batch, base_rng):
+    rng = jax.random.fold_in(base_rng, state.step)
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    (_, parts), grads = grad_fn(state.params, model, config, schedule, batch, rng)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    parts['grad_norm'] = optax.global_norm(grads)
+    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), parts
+
+  return train_step
+
+
+def make_sample_fn(model: MomentDiff, config, schedule: diffusion.Schedule,
+                   steps: int, return_trajectory: bool = False) -> Callable:
+  """`sample(params, video_feat, video_mask, query_feat, query_mask, rng) -> dict`.
+
+  The condition and the decoder's condition-only projections are computed once;
+  the DDIM loop (one `lax.scan`) then only runs the N_r query rows per step.
+  Returns `spans (B, N, 2)` (center, width), `scores (B, N)` foreground probability,
+  `saliency (B, Lv)`, and `trajectory (S, B, N, 2)` when asked.
+  """
+  dcfg = config.diffusion
+
+  def sample(params, video_feat, video_mask, query_feat, query_mask, rng):
+    cond = model.apply(params, video_feat, video_mask, query_feat, query_mask, train=False,
+                       method=MomentDiff.encode)
+    cache = model.apply(params, cond, method=MomentDiff.prepare)
+
+    def denoise_fn(spans, t):
+      out = model.apply(params, cache, spans, t, train=False, method=MomentDiff.denoise)
+      return out['pred_logits'][-1], out['pred_spans'][-1]
+
+    shape = (video_feat.shape[0], dcfg.num_spans, 2)
+    res = diffusion.ddim_sample(denoise_fn, rng, shape, schedule, steps, dcfg.eta, dcfg.scale,
+                                return_trajectory=return_trajectory)
+    out = {
+        'spans': res['spans'],
+        'scores': jax.nn.softmax(res['logits'].astype(jnp.float32), axis=-1)[..., 0],
+        'saliency': cond['saliency'],
+    }
+    if return_trajectory:
+      out['trajectory'] = res['trajectory']
+    return out
+
+  return sample
