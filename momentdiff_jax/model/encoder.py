@@ -1,0 +1,123 @@
+"""Condition generator: text-to-video layers and the self-attention encoder.
+
+Both stacks are post-norm with PReLU FFNs, as the release (`T2V_TransformerEncoderLayer`,
+`TransformerEncoderLayer` with activation='prelu'). The global token is handled by the
+caller: the T2V layers see only the video tokens (the release passes the global token
+through them untouched), the encoder sees [global, video].
+"""
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from momentdiff_jax.model.layers import (Linear, MultiheadAttention, PReLU, layer_norm,
+                                         xavier_uniform)
+
+Dtype = Any
+
+
+class T2VEncoderLayer(nn.Module):
+  """Video tokens (queries, with position) attend to text tokens; FFN; LayerNorms.
+
+  The release's order differs from a plain post-norm layer: the FFN reads
+  norm1(x + attn) but its residual is added to the *un-normalized* x + attn, and only
+  then norm2 is applied. That order is kept. The release also defines a second
+  attention (`self_attn_new`) that it never calls; it has no counterpart here.
+  """
+  dim: int
+  num_heads: int
+  ffn_dim: int
+  dropout: float
+  dtype: Dtype = jnp.float32
+
+  def setup(self):
+    self.self_attn = MultiheadAttention(self.dim, self.num_heads, self.dropout, self.dtype)
+    self.linear1 = Linear(self.ffn_dim, kernel_init=xavier_uniform, dtype=self.dtype)
+    self.linear2 = Linear(self.dim, kernel_init=xavier_uniform, dtype=self.dtype)
+    self.norm1 = layer_norm(self.dtype)
+    self.norm2 = layer_norm(self.dtype)
+    self.activation = PReLU(self.dtype)
+    self.drop = nn.Dropout(self.dropout)
+    self.drop1 = nn.Dropout(self.dropout)
+    self.drop2 = nn.Dropout(self.dropout)
+
+  def __call__(self, video: jax.Array, video_pos: jax.Array, text: jax.Array,
+               text_pos: jax.Array, text_mask: jax.Array, train: bool) -> jax.Array:
+    """video, video_pos (B, Lv, D); text, text_pos (B, Lt, D); text_mask (B, Lt) -> (B, Lv, D).
+
+    Padded video rows are computed like real ones (the release does the same); every
+    consumer masks them as keys, so they never reach a real position.
+    """
+    det = not train
+    a = self.self_attn(video + video_pos, text + text_pos, text, text_mask, train)
+    x = video + self.drop1(a, deterministic=det)
+    h = self.linear2(self.drop(self.activation(self.linear1(self.norm1(x))), deterministic=det))
+    return self.norm2(x + self.drop2(h, deterministic=det))
+
+
+class EncoderLayer(nn.Module):
+  """Post-norm self-attention layer (q = k = x + pos, v = x) with a PReLU FFN."""
+  dim: int
+  num_heads: int
+  ffn_dim: int
+  dropout: float
+  dtype: Dtype = jnp.float32
+
+  def setup(self):
+    self.self_attn = MultiheadAttention(self.dim, self.num_heads, self.dropout, self.dtype)
+    self.linear1 = Linear(self.ffn_dim, kernel_init=xavier_uniform, dtype=self.dtype)
+    self.linear2 = Linear(self.dim, kernel_init=xavier_uniform, dtype=self.dtype)
+    self.norm1 = layer_norm(self.dtype)
+    self.norm2 = layer_norm(self.dtype)
+    self.activation = PReLU(self.dtype)
+    self.drop = nn.Dropout(self.dropout)
+    self.drop1 = nn.Dropout(self.dropout)
+    self.drop2 = nn.Dropout(self.dropout)
+
+  def __call__(self, x: jax.Array, pos: jax.Array, mask: jax.Array, train: bool) -> jax.Array:
+    """x, pos (B, L, D); mask (B, L) -> (B, L, D)."""
+    det = not train
+    qk = x + pos
+    x = self.norm1(x + self.drop1(self.self_attn(qk, qk, x, mask, train), deterministic=det))
+    h = self.linear2(self.drop(self.activation(self.linear1(x)), deterministic=det))
+    return self.norm2(x + self.drop2(h, deterministic=det))
+
+
+class T2VEncoder(nn.Module):
+  """`num_layers` T2V layers (release: `transformer.t2v_encoder.layers.i`)."""
+  num_layers: int
+  dim: int
+  num_heads: int
+  ffn_dim: int
+  dropout: float
+  dtype: Dtype = jnp.float32
+
+  def setup(self):
+    self.layers = [T2VEncoderLayer(self.dim, self.num_heads, self.ffn_dim, self.dropout,
+                                   self.dtype) for _ in range(self.num_layers)]
+
+  def __call__(self, video, video_pos, text, text_pos, text_mask, train: bool):
+    """See T2VEncoderLayer; the text stays unchanged across layers, as in the release."""
+    for layer in self.layers:
+      video = layer(video, video_pos, text, text_pos, text_mask, train)
+    return video
+
+
+class Encoder(nn.Module):
+  """`num_layers` encoder layers (release: `transformer.encoder.layers.i`)."""
+  num_layers: int
+  dim: int
+  num_heads: int
+  ffn_dim: int
+  dropout: float
+  dtype: Dtype = jnp.float32
+
+  def setup(self):
+    self.layers = [EncoderLayer(self.dim, self.num_heads, self.ffn_dim, self.dropout,
+                                self.dtype) for _ in range(self.num_layers)]
+
+  def __call__(self, x, pos, mask, train: bool):
+    for layer in self.layers:
+      x = layer(x, pos, mask, train)
+    return x
