@@ -1,0 +1,74 @@
+r"""Parameter counts of the model per module.
+
+  python -m momentdiff_jax.summary --config=configs/charades.py --video_dim=2818 --text_dim=512
+
+Prints one line per top-level module (and per first-level child), then
+`total_params N` as the last line. Nothing is allocated: shapes come from
+`jax.eval_shape`. Without --video_dim/--text_dim, `config.video_dim` /
+`config.text_dim` are used when the config has them.
+"""
+from typing import Optional
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+from ml_collections import config_flags
+
+from momentdiff_jax.model import MomentDiff
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=False)
+_VIDEO_DIM = flags.DEFINE_integer('video_dim', None, 'Clip feature size Dv (with TEF).')
+_TEXT_DIM = flags.DEFINE_integer('text_dim', None, 'Token feature size Dt.')
+
+
+def abstract_params(model_config, video_dim: int, text_dim: int, lv: int = 8, lt: int = 4,
+                    num_spans: int = 2):
+  """The params tree of MomentDiff as ShapeDtypeStructs (nothing computed)."""
+  model = MomentDiff(model_config, video_dim, text_dim)
+  args = (jnp.zeros((1, lv, video_dim)), jnp.ones((1, lv)), jnp.zeros((1, lt, text_dim)),
+          jnp.ones((1, lt)), jnp.full((1, num_spans, 2), 0.5), jnp.zeros((1,), jnp.int32))
+  return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), *args))['params']
+
+
+def count(tree) -> int:
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
+
+
+def summary_lines(params) -> list[str]:
+  lines = []
+  for name in sorted(params):
+    sub = params[name]
+    lines.append(f'{name:<40s} {count(sub):>12,d}')
+    if isinstance(sub, dict) and all(isinstance(v, dict) for v in sub.values()) and len(sub) > 1:
+      for child in sorted(sub):
+        lines.append(f'  {name + "/" + child:<38s} {count(sub[child]):>12,d}')
+  lines.append(f'total_params {count(params)}')
+  return lines
+
+
+def _dim(flag_value: Optional[int], config, key: str) -> int:
+  if flag_value is not None:
+    return flag_value
+  value = config.get(key) if hasattr(config, 'get') else None
+  if value is None:
+    raise app.UsageError(f'--{key} is required (the config has no {key}).')
+  return int(value)
+
+
+def main(argv):
+  del argv
+  config = _CONFIG.value
+  if config is None:
+    raise app.UsageError('--config is required.')
+  video_dim = _dim(_VIDEO_DIM.value, config, 'video_dim')
+  text_dim = _dim(_TEXT_DIM.value, config, 'text_dim')
+  params = abstract_params(config.model, video_dim, text_dim)
+  print(f'MomentDiff  video_dim={video_dim} text_dim={text_dim} '
+        f'hidden={config.model.hidden_dim} dtype={config.model.dtype}')
+  print('\n'.join(summary_lines(params)))
+
+
+if __name__ == '__main__':
+  app.run(main)
