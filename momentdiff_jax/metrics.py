@@ -150,12 +150,14 @@ def mr_average_precision(pw, pmask, gt, gt_mask, thresholds=MR_AP_THRESHOLDS):
 
 
 def _mr_block(top1, has_pred, pw, pmask, gt, gt_mask):
-  ap = mr_average_precision(pw, pmask, gt, gt_mask)
-  ap_t = ap.mean(0) if len(ap) else np.full(len(MR_AP_THRESHOLDS), np.nan)
+  if not len(gt):  # an empty bin has no score; None keeps the JSON valid
+    return {'MR-mAP': {**{str(t): None for t in MR_AP_THRESHOLDS}, 'average': None},
+            'MR-R1': {str(t): None for t in MR_R1_THRESHOLDS}, 'num_queries': 0}
+  ap_t = mr_average_precision(pw, pmask, gt, gt_mask).mean(0)
   mr_map = {str(t): _pct(v) for t, v in zip(MR_AP_THRESHOLDS, ap_t)}
   mr_map['average'] = _pct(np.mean(ap_t))
   _, r1 = mr_recall_at_1(top1, has_pred, gt, gt_mask)
-  return {'MR-mAP': mr_map, 'MR-R1': r1, 'num_queries': int(len(ap))}
+  return {'MR-mAP': mr_map, 'MR-R1': r1, 'num_queries': int(len(gt))}
 
 
 def eval_moment_retrieval(preds, gts, dataset='qvhighlights') -> dict:
