@@ -1,0 +1,277 @@
+"""Reading and validating the Moment-DETR layout (annotations jsonl + feature files).
+
+Every problem raises `DataError` naming the file, the line or qid/vid, and the field,
+before anything is written or trained.
+
+Window policy (documented, never silent):
+  * `start >= end` -> error (file, line, qid, window).
+  * start < 0 or end > duration by at most `tolerance` seconds -> the window is clipped
+    into [0, duration] and counted in `stats['windows_clipped']` (the build summary
+    prints the count). Public releases have such windows (Charades-CD ends up to 1.6 s
+    past the duration, TACoS 0.5 s).
+  * beyond `tolerance` -> error, or with `on_bad_window='drop'` the window is dropped
+    and counted (`stats['windows_dropped']`); a row left without windows is dropped
+    and counted (`stats['rows_dropped']`).
+Rows without `relevant_windows` are allowed only where `require_windows=False`
+(e.g. the QVHighlights test release, which has no labels): they get no targets.
+"""
+import json
+import os
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+REQUIRED_FIELDS = ('qid', 'query', 'vid', 'duration')
+
+
+class DataError(ValueError):
+  """A bad input file, row or field (the message names it)."""
+
+
+def read_jsonl(path: str) -> List[dict]:
+  """Parses a jsonl file; a malformed line raises DataError with file and line."""
+  rows = []
+  with open(path) as f:
+    for lineno, line in enumerate(f, start=1):
+      if not line.strip():
+        continue
+      try:
+        row = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise DataError(f'{path}:{lineno}: malformed JSON line ({e.msg} at column '
+                        f'{e.colno}): {line.strip()[:120]!r}') from None
+      if not isinstance(row, dict):
+        raise DataError(f'{path}:{lineno}: expected a JSON object, got '
+                        f'{type(row).__name__}')
+      row['_line'] = lineno
+      rows.append(row)
+  return rows
+
+
+def validate_rows(rows: List[dict], path: str, *, require_windows: bool = True,
+                  tolerance: float = 2.0, on_bad_window: str = 'error',
+                  stats: Optional[Dict[str, int]] = None) -> List[dict]:
+  """Checks fields and windows of parsed rows; returns the rows to keep.
+
+  Each kept row gets `windows`: float32 (W, 2) seconds, clipped into [0, duration].
+  """
+  if on_bad_window not in ('error', 'drop'):
+    raise ValueError(f'on_bad_window must be error|drop, got {on_bad_window!r}')
+  stats = stats if stats is not None else {}
+  for k in ('windows_clipped', 'windows_dropped', 'rows_dropped', 'rows_unlabelled'):
+    stats.setdefault(k, 0)
+  kept, seen_qids = [], {}
+  for row in rows:
+    where = f'{path}:{row.get("_line", "?")}'
+    for field in REQUIRED_FIELDS:
+      if field not in row:
+        raise DataError(f'{where}: missing field {field!r} (row keys: '
+                        f'{sorted(k for k in row if k != "_line")})')
+    qid = row['qid']
+    if qid in seen_qids:
+      raise DataError(f'{where}: qid {qid!r} repeats line {seen_qids[qid]} '
+                      '(text features are looked up by qid)')
+    seen_qids[qid] = row.get('_line')
+    try:
+      duration = float(row['duration'])
+    except (TypeError, ValueError):
+      raise DataError(f'{where}: qid {qid}: field "duration" is not a number: '
+                      f'{row["duration"]!r}') from None
+    if not np.isfinite(duration) or duration <= 0:
+      raise DataError(f'{where}: qid {qid}: field "duration" must be > 0, got '
+                      f'{row["duration"]!r}')
+    if 'relevant_windows' not in row:
+      if require_windows:
+        raise DataError(f'{where}: qid {qid}: missing field "relevant_windows" '
+                        '(required in training splits)')
+      stats['rows_unlabelled'] += 1
+      row['windows'] = np.zeros((0, 2), np.float32)
+      kept.append(row)
+      continue
+    wins = row['relevant_windows']
+    if (not isinstance(wins, list) or not wins or
+        not all(isinstance(w, (list, tuple)) and len(w) == 2 for w in wins)):
+      raise DataError(f'{where}: qid {qid}: field "relevant_windows" must be a '
+                      f'non-empty list of [start, end], got {wins!r}')
+    good = []
+    for s, e in wins:
+      try:
+        s, e = float(s), float(e)
+      except (TypeError, ValueError):
+        raise DataError(f'{where}: qid {qid}: relevant_windows entry {[s, e]} is '
+                        'not numeric') from None
+      if not (np.isfinite(s) and np.isfinite(e)) or s >= e:
+        raise DataError(f'{where}: qid {qid}: relevant_windows entry {[s, e]} has '
+                        'start >= end')
+      if s < -tolerance or e > duration + tolerance:
+        if on_bad_window == 'drop':
+          stats['windows_dropped'] += 1
+          continue
+        raise DataError(
+            f'{where}: qid {qid}: relevant_windows entry {[s, e]} lies outside '
+            f'[0, duration={duration}] by more than the tolerance {tolerance} s '
+            '(use --on_bad_window=drop to drop such windows)')
+      if s < 0 or e > duration:
+        stats['windows_clipped'] += 1
+        s, e = max(s, 0.0), min(e, duration)
+        if s >= e:
+          raise DataError(f'{where}: qid {qid}: relevant_windows entry is empty '
+                          f'after clipping into [0, {duration}]')
+      good.append((s, e))
+    if not good:
+      stats['rows_dropped'] += 1
+      continue
+    row['windows'] = np.asarray(good, np.float32)
+    kept.append(row)
+  return kept
+
+
+def l2_normalize(x: np.ndarray, eps: float = 1e-5) -> np.ndarray:
+  """(L, D) -> (L, D), each row divided by its norm (as the release does)."""
+  return x / (np.linalg.norm(x, axis=-1, keepdims=True) + eps)
+
+
+def avg_pool_clips(feats: np.ndarray, num_clips: int) -> np.ndarray:
+  """(L_src, D) -> (num_clips, D): the release's `avgfeats` for C3D features."""
+  n = feats.shape[0]
+  edges = np.arange(num_clips + 1, dtype=np.float64) / num_clips * n
+  # The release rounds when downsampling and floors when upsampling.
+  edges = np.round(edges) if n >= num_clips else np.floor(edges)
+  edges = np.minimum(edges.astype(np.int64), n - 1)
+  out = np.empty((num_clips, feats.shape[1]), np.float32)
+  for i in range(num_clips):
+    s, e = edges[i], edges[i + 1]
+    out[i] = feats[s:e].mean(0) if s < e else feats[s]
+  return out
+
+
+def _find_video_file(vid: str, feat_dir: str) -> Optional[str]:
+  for name in (f'{vid}.npz', f'{vid}.npy'):
+    p = os.path.join(feat_dir, name)
+    if os.path.exists(p):
+      return p
+  return None
+
+
+def check_video_files(vids: Sequence[str], feat_dirs: Sequence[str]) -> None:
+  """Raises DataError listing the vids without a feature file (before any reading)."""
+  missing = []
+  for vid in vids:
+    for d in feat_dirs:
+      if _find_video_file(vid, d) is None:
+        missing.append((vid, d))
+  if missing:
+    head = '; '.join(f'vid {v!r} (searched {d}/{v}.npz and {d}/{v}.npy)'
+                     for v, d in missing[:10])
+    more = f' ... and {len(missing) - 10} more' if len(missing) > 10 else ''
+    raise DataError(f'missing video feature files for {len(missing)} '
+                    f'(vid, dir) pairs: {head}{more}')
+
+
+def _check_finite(x: np.ndarray, path: str, what: str) -> None:
+  if not np.all(np.isfinite(x)):
+    bad = np.argwhere(~np.isfinite(x))[0]
+    raise DataError(f'{path}: {what} contain NaN/Inf (first at index {tuple(bad)})')
+
+
+def load_one_video_file(path: str) -> np.ndarray:
+  """Returns float32 (L, D) from `.npy`, `.npz` key `features`, or C3D `.npz` `arr`."""
+  if path.endswith('.npy'):
+    x = np.load(path)
+  else:
+    with np.load(path) as z:
+      key = 'features' if 'features' in z.files else 'arr' if 'arr' in z.files else None
+      if key is None:
+        raise DataError(f'{path}: no key "features" (or C3D "arr") in the npz; '
+                        f'keys: {z.files}')
+      x = z[key]
+  x = np.asarray(x, np.float32)
+  if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
+    raise DataError(f'{path}: video features must be (num_clips > 0, dim > 0), got '
+                    f'shape {x.shape}')
+  _check_finite(x, path, 'video features')
+  return x
+
+
+class VideoReader:
+  """Reads `<dir>/<vid>.npz|.npy` from several dirs into one (L, sum D) array.
+
+  Each type is L2-normalized per clip (if `normalize`), optionally avg-pooled to
+  `pool_clips` clips (C3D releases), cut to the shortest type and concatenated.
+  The per-dir dims are fixed by the first video read; a different dim raises.
+  """
+
+  def __init__(self, feat_dirs: Sequence[str], normalize: bool = True,
+               pool_clips: int = 0):
+    self.feat_dirs = list(feat_dirs)
+    self.normalize = normalize
+    self.pool_clips = pool_clips
+    self.dims: List[Optional[int]] = [None] * len(self.feat_dirs)
+    self.first_file: List[Optional[str]] = [None] * len(self.feat_dirs)
+
+  def __call__(self, vid: str) -> np.ndarray:
+    parts = []
+    for k, d in enumerate(self.feat_dirs):
+      path = _find_video_file(vid, d)
+      if path is None:
+        raise DataError(f'missing video feature file for vid {vid!r}: searched '
+                        f'{d}/{vid}.npz and {d}/{vid}.npy (dirs: {self.feat_dirs})')
+      x = load_one_video_file(path)
+      if self.dims[k] is None:
+        self.dims[k], self.first_file[k] = x.shape[1], path
+      elif x.shape[1] != self.dims[k]:
+        raise DataError(f'{path}: feature dim {x.shape[1]} differs from dim '
+                        f'{self.dims[k]} of {self.first_file[k]} (same feature dir)')
+      if self.normalize:
+        x = l2_normalize(x)
+      if self.pool_clips:
+        x = avg_pool_clips(x, self.pool_clips)
+      parts.append(x)
+    n = min(p.shape[0] for p in parts)   # types differ by a clip or two
+    return np.concatenate([p[:n] for p in parts], axis=1).astype(np.float32)
+
+
+class TextReader:
+  """Reads `<dir>/qid<qid>.npz` key `last_hidden_state` (Lt, Dt) or `pooler_output`."""
+
+  def __init__(self, text_dir: str, key: str = 'last_hidden_state'):
+    if key not in ('last_hidden_state', 'pooler_output'):
+      raise ValueError(f'text feature key must be last_hidden_state|pooler_output, '
+                       f'got {key!r}')
+    self.text_dir, self.key = text_dir, key
+    self.dim: Optional[int] = None
+    self.first_file: Optional[str] = None
+
+  def __call__(self, qid) -> np.ndarray:
+    path = os.path.join(self.text_dir, f'qid{qid}.npz')
+    if not os.path.exists(path):
+      raise DataError(f'missing text feature file for qid {qid}: {path}')
+    with np.load(path) as z:
+      if self.key not in z.files:
+        raise DataError(f'{path}: no key {self.key!r} in the npz; keys: {z.files}')
+      x = np.asarray(z[self.key], np.float32)
+    if x.ndim == 1:          # pooler_output: one vector per query
+      x = x[None]
+    if x.ndim == 3 and x.shape[0] == 1:   # saved with a batch axis
+      x = x[0]
+    if x.ndim != 2 or x.size == 0:
+      raise DataError(f'{path}: empty or malformed query feature {self.key!r} of '
+                      f'shape {x.shape} for qid {qid} (need (num_tokens > 0, dim))')
+    _check_finite(x, path, 'query features')
+    if self.dim is None:
+      self.dim, self.first_file = x.shape[1], path
+    elif x.shape[1] != self.dim:
+      raise DataError(f'{path}: text feature dim {x.shape[1]} differs from dim '
+                      f'{self.dim} of {self.first_file}')
+    return x
+
+
+def check_duration(row: dict, num_clips: int, clip_len: float, path_hint: str) -> None:
+  """Duration must agree with num_clips * clip_len within one clip."""
+  dur = float(row['duration'])
+  if abs(num_clips * clip_len - dur) > clip_len + 1e-6:
+    raise DataError(
+        f'{path_hint}: vid {row["vid"]!r} has {num_clips} clips x clip_len {clip_len} '
+        f'= {num_clips * clip_len:.2f} s but the annotation (qid {row["qid"]}) says '
+        f'duration {dur} s: they differ by more than one clip (wrong --clip_len or '
+        'feature files?)')
