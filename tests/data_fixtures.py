@@ -1,0 +1,73 @@
+"""Small generated feature files in the Moment-DETR layout, for the data tests."""
+import json
+import os
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ANNOTATIONS = os.path.join(REPO, '..', 'shared', 'data', 'annotations')
+DIMS = (6, 4)       # two video feature types (e.g. SlowFast + CLIP, tiny)
+TEXT_DIM = 5
+
+
+def annotation(*parts):
+  return os.path.join(ANNOTATIONS, *parts)
+
+
+def head_jsonl(src: str, dst: str, n: int) -> str:
+  with open(src) as f, open(dst, 'w') as g:
+    for i, line in enumerate(f):
+      if i >= n:
+        break
+      g.write(line)
+  return dst
+
+
+def write_jsonl(path: str, rows) -> str:
+  with open(path, 'w') as f:
+    for r in rows:
+      f.write(json.dumps(r) + '\n')
+  return path
+
+
+def make_features(root: str, jsonl_paths, clip_len: float, seed: int = 0,
+                  npy: bool = False, extra_clip: bool = True):
+  """Writes random features for every vid/qid of the files under `root`.
+
+  Video type 0 gets one clip more than type 1 (`extra_clip`), as real releases do,
+  so the reader's cut-to-shortest is exercised. Returns (video_dirs, text_dir).
+  """
+  rng = np.random.default_rng(seed)
+  vdirs = [os.path.join(root, f'video{k}') for k in range(len(DIMS))]
+  tdir = os.path.join(root, 'text')
+  for d in vdirs + [tdir]:
+    os.makedirs(d, exist_ok=True)
+  done = set()
+  for p in jsonl_paths:
+    with open(p) as f:
+      rows = [json.loads(l) for l in f if l.strip()]
+    for r in rows:
+      if r['vid'] not in done:
+        done.add(r['vid'])
+        n = int(np.ceil(float(r['duration']) / clip_len - 1e-6))
+        for k, (d, dim) in enumerate(zip(vdirs, DIMS)):
+          x = rng.normal(size=(n + (1 if extra_clip and k == 0 else 0), dim))
+          if npy:
+            np.save(os.path.join(d, f'{r["vid"]}.npy'), x.astype(np.float32))
+          else:
+            np.savez(os.path.join(d, f'{r["vid"]}.npz'), features=x.astype(np.float32))
+      n_tok = int(rng.integers(3, 12))
+      np.savez(os.path.join(tdir, f'qid{r["qid"]}.npz'),
+               last_hidden_state=rng.normal(size=(n_tok, TEXT_DIM)).astype(np.float32),
+               pooler_output=rng.normal(size=(TEXT_DIM,)).astype(np.float32))
+  return vdirs, tdir
+
+
+def data_config(max_v_l=128, buckets=(32, 64, 96, 128), max_q_l=8, max_windows=5):
+  from momentdiff_jax.config_base import base_config
+  c = base_config()
+  c.data.max_v_l = max_v_l
+  c.data.length_buckets = buckets
+  c.data.max_q_l = max_q_l
+  c.data.max_windows = max_windows
+  return c
