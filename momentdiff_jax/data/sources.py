@@ -137,6 +137,8 @@ def avg_pool_clips(feats: np.ndarray, num_clips: int) -> np.ndarray:
   edges = np.arange(num_clips + 1, dtype=np.float64) / num_clips * n
   # The release rounds when downsampling and floors when upsampling.
   edges = np.round(edges) if n >= num_clips else np.floor(edges)
+  # The clamp to n - 1 also comes from the release (its last bin loses the last
+  # source clip); kept so features match the released checkpoints.
   edges = np.minimum(edges.astype(np.int64), n - 1)
   out = np.empty((num_clips, feats.shape[1]), np.float32)
   for i in range(num_clips):
@@ -171,7 +173,7 @@ def check_video_files(vids: Sequence[str], feat_dirs: Sequence[str]) -> None:
 def _check_finite(x: np.ndarray, path: str, what: str) -> None:
   if not np.all(np.isfinite(x)):
     bad = np.argwhere(~np.isfinite(x))[0]
-    raise DataError(f'{path}: {what} contain NaN/Inf (first at index {tuple(bad)})')
+    raise DataError(f'{path}: {what} contain NaN/Inf (first at index {tuple(int(i) for i in bad)})')
 
 
 def load_one_video_file(path: str) -> np.ndarray:

@@ -1,0 +1,159 @@
+"""Every bad input gets one clear error naming its file/row/field; nothing is left."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from momentdiff_jax.data import sources
+from momentdiff_jax.data.build import build_dataset
+from momentdiff_jax.data.sources import DataError
+from tests import data_fixtures as fx
+
+ROWS = [{'qid': 1, 'query': 'a', 'vid': 'v1', 'duration': 10.0,
+         'relevant_windows': [[1.0, 4.0]]},
+        {'qid': 2, 'query': 'b', 'vid': 'v2', 'duration': 8.0,
+         'relevant_windows': [[0.0, 8.0]]},
+        {'qid': 3, 'query': 'c', 'vid': 'v3', 'duration': 12.0,
+         'relevant_windows': [[2.0, 3.0], [5.0, 12.0]]}]
+
+
+@pytest.fixture
+def setup(tmp_path):
+  path = fx.write_jsonl(str(tmp_path / 'a.jsonl'), ROWS)
+  vdirs, tdir = fx.make_features(str(tmp_path / 'f'), [path], 1.0)
+  out = str(tmp_path / 'out')
+
+  def build(**kw):
+    args = dict(train=path, val=path, test=path, video_dirs=vdirs, text_dir=tdir,
+                clip_len=1.0, output=out, progress=False, log=lambda s: None)
+    args.update(kw)
+    return build_dataset(**args)
+  return build, path, vdirs, tdir, out, tmp_path
+
+
+def _fails(build, out, match, **kw):
+  with pytest.raises(DataError, match=match):
+    build(**kw)
+  assert not os.path.exists(out)
+  # No temp dir left beside --output either.
+  assert not [p for p in os.listdir(os.path.dirname(out)) if p.startswith('.tmp-')]
+
+
+def test_good_build(setup):
+  build, *_ = setup
+  summary = build()
+  assert summary['counts'] == {'train': 3, 'val': 3, 'test': 3}
+
+
+def test_missing_video_file(setup):
+  build, _, vdirs, _, out, _ = setup
+  os.remove(os.path.join(vdirs[1], 'v2.npz'))
+  _fails(build, out, r"vid 'v2' \(searched .*video1/v2.npz and .*video1/v2.npy\)")
+
+
+def test_feature_dim_differs(setup):
+  build, _, vdirs, _, out, _ = setup
+  np.savez(os.path.join(vdirs[0], 'v3.npz'), features=np.ones((12, 7), np.float32))
+  _fails(build, out, r'v3.npz: feature dim 7 differs from dim 6 of .*v1.npz')
+
+
+def test_text_dim_differs(setup):
+  build, _, _, tdir, out, _ = setup
+  np.savez(os.path.join(tdir, 'qid3.npz'), last_hidden_state=np.ones((3, 9)))
+  _fails(build, out, r'qid3.npz: text feature dim 9 differs from dim 5')
+
+
+def test_malformed_jsonl_line(setup):
+  build, path, _, _, out, tmp_path = setup
+  bad = tmp_path / 'bad.jsonl'
+  lines = open(path).read().splitlines()
+  lines[1] = lines[1][:-5]
+  bad.write_text('\n'.join(lines) + '\n')
+  _fails(build, out, r'bad.jsonl:2: malformed JSON line', test=str(bad))
+
+
+def test_missing_field(setup):
+  build, _, _, _, out, tmp_path = setup
+  rows = [dict(r) for r in ROWS]
+  del rows[2]['duration']
+  bad = fx.write_jsonl(str(tmp_path / 'bad.jsonl'), rows)
+  _fails(build, out, r"bad.jsonl:3: missing field 'duration'", train=bad)
+
+
+@pytest.mark.parametrize('window,match', [
+    ([5.0, 5.0], r'bad.jsonl:2: qid 2: relevant_windows entry \[5.0, 5.0\] has start >= end'),
+    ([6.0, 2.0], r'qid 2: relevant_windows entry \[6.0, 2.0\] has start >= end'),
+    ([1.0, 30.0], r'bad.jsonl:2: qid 2: .* outside \[0, duration=8.0\] by more than '
+                  r'the tolerance 2.0'),
+    ([-3.0, 2.0], r'qid 2: .* outside \[0, duration=8.0\]'),
+])
+def test_bad_window(setup, window, match):
+  build, _, _, _, out, tmp_path = setup
+  rows = [dict(r) for r in ROWS]
+  rows[1]['relevant_windows'] = [window]
+  bad = fx.write_jsonl(str(tmp_path / 'bad.jsonl'), rows)
+  _fails(build, out, match, train=bad)
+
+
+def test_window_clip_and_drop_are_counted(setup):
+  build, _, _, _, out, tmp_path = setup
+  rows = [dict(r) for r in ROWS]
+  rows[1]['relevant_windows'] = [[0.0, 9.0]]              # 1 s past: clipped
+  rows[2]['relevant_windows'] = [[2.0, 3.0], [5.0, 40.0]]  # far past: drop
+  bad = fx.write_jsonl(str(tmp_path / 'bad.jsonl'), rows)
+  summary = build(train=bad, on_bad_window='drop')
+  assert summary['checks'] == {'train_windows_clipped': 1, 'train_windows_dropped': 1}
+
+
+def test_empty_query_feature(setup):
+  build, _, _, tdir, out, _ = setup
+  np.savez(os.path.join(tdir, 'qid2.npz'), last_hidden_state=np.zeros((0, 5)))
+  _fails(build, out, r'qid2.npz: empty or malformed query feature .*shape \(0, 5\) '
+         r'for qid 2')
+
+
+def test_nan_in_features(setup):
+  build, _, vdirs, tdir, out, _ = setup
+  x = np.load(os.path.join(vdirs[1], 'v3.npz'))['features']
+  x[4, 2] = np.nan
+  np.savez(os.path.join(vdirs[1], 'v3.npz'), features=x)
+  _fails(build, out, r'video1/v3.npz: video features contain NaN/Inf \(first at '
+         r'index \(4, 2\)\)')
+  x[4, 2] = 0
+  np.savez(os.path.join(vdirs[1], 'v3.npz'), features=x)
+  q = np.load(os.path.join(tdir, 'qid1.npz'))['last_hidden_state']
+  q[0, 0] = np.inf
+  np.savez(os.path.join(tdir, 'qid1.npz'), last_hidden_state=q)
+  _fails(build, out, r'qid1.npz: query features contain NaN/Inf')
+
+
+def test_duration_disagrees_with_clips(setup):
+  build, _, _, _, out, tmp_path = setup
+  rows = [dict(r) for r in ROWS]
+  rows[0]['duration'] = 13.0      # v1 has 10 clips of 1 s
+  rows[0]['relevant_windows'] = [[1.0, 4.0]]
+  bad = fx.write_jsonl(str(tmp_path / 'bad.jsonl'), rows)
+  _fails(build, out, r"bad.jsonl:1 .*vid 'v1' has 10 clips x clip_len 1.0 = 10.00 s "
+         r'but the annotation \(qid 1\) says duration 13.0 s', train=bad)
+
+
+def test_cli_reports_error_and_leaves_nothing(setup):
+  _, path, vdirs, tdir, out, _ = setup
+  os.remove(os.path.join(vdirs[0], 'v1.npz'))
+  script = os.path.join(fx.REPO, 'data_prep', 'build_dataset.py')
+  r = subprocess.run([sys.executable, script, f'--train={path}', f'--test={path}',
+                      f'--video_features={",".join(vdirs)}', f'--text_features={tdir}',
+                      '--clip_len=1', f'--output={out}'],
+                     capture_output=True, text=True, check=False)
+  assert r.returncode == 1 and "vid 'v1'" in r.stderr
+  assert not os.path.exists(out)
+
+
+def test_avg_pool_matches_release_rule():
+  x = np.arange(10, dtype=np.float32)[:, None]
+  # Release rule: edges round(i * 10 / 5) clamped to 9, so the last bin is clip 8.
+  np.testing.assert_allclose(sources.avg_pool_clips(x, 5)[:, 0], [0.5, 2.5, 4.5, 6.5, 8])
+  up = sources.avg_pool_clips(x[:3], 5)[:, 0]      # upsampling repeats clips
+  np.testing.assert_allclose(up, [0, 0, 1, 1, 2])
