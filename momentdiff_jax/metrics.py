@@ -230,7 +230,9 @@ def eval_highlight(preds, gts, clip_length=2.0) -> dict:
   pred = [np.asarray(d['pred_saliency_scores'], np.float64)[:n]
           for d, n in zip(preds, n_clips)]
   pred, _ = _pad(pred, width)
-  top = np.asarray([np.argmax(d['pred_saliency_scores']) for d in preds])
+  # Top-scored clip over the full predicted list; an empty list points at clip 0.
+  top = np.asarray([np.argmax(d['pred_saliency_scores'])
+                    if len(d['pred_saliency_scores']) else 0 for d in preds])
   in_range = top < n_clips
   out = {}
   for name, min_score in HL_LEVELS:

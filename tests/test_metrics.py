@@ -310,3 +310,12 @@ def test_speed_4k_queries():
   start = time.time()
   metrics.compute_metrics(preds, gts, 'qvhighlights')
   assert time.time() - start < 3.0
+
+
+def test_prediction_without_windows_scores_zero():
+  # The standalone eval crashes (R1) or silently drops the query (mAP); here the
+  # query stays in the average with IoU 0 and AP 0.
+  gts = [_gt(0, [[0, 10]]), _gt(1, [[0, 10]])]
+  preds = [_pred(0, [[0, 10, 1.0]]), _pred(1, [])]
+  brief = metrics.compute_metrics(preds, gts)['brief']
+  assert brief['MR-full-R1@0.5'] == 50.0 and brief['MR-full-mAP'] == 50.0
