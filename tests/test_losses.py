@@ -1,0 +1,155 @@
+"""Losses vs straightforward numpy re-implementations of the release's SetCriterion."""
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from scipy.optimize import linear_sum_assignment as scipy_lsa
+
+from momentdiff_jax import losses
+
+LOSS = dict(span_l1=10.0, giou=1.0, label=4.0, eos_coef=0.1, aux=True, sim=4.0,
+            sim_variant='charades', sim_margin=0.2, sim_temperature=0.5)
+MATCH = dict(cost_span=10.0, cost_giou=1.0, cost_class=4.0)
+
+
+def cfgs(**kw):
+  d = dict(LOSS)
+  d.update(kw)
+  return ml_collections.ConfigDict(d), ml_collections.ConfigDict(MATCH)
+
+
+def softmax(x):
+  e = np.exp(x - x.max(-1, keepdims=True))
+  return e / e.sum(-1, keepdims=True)
+
+
+def se(x):
+  return np.stack([x[..., 0] - x[..., 1] / 2, x[..., 0] + x[..., 1] / 2], -1)
+
+
+def giou_np(a, b):
+  """Pairwise GIoU on se spans (the release's generalized_temporal_iou)."""
+  inter = np.clip(np.minimum(a[:, None, 1], b[None, :, 1]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+  union = (a[:, 1] - a[:, 0])[:, None] + (b[:, 1] - b[:, 0])[None] - inter
+  encl = np.maximum(a[:, None, 1], b[None, :, 1]) - np.minimum(a[:, None, 0], b[None, :, 0])
+  return inter / union - (encl - union) / encl
+
+
+def np_layer(logits, spans, tgt, mask, eos):
+  """One layer, release style: scipy matching, then concatenated matched pairs."""
+  b, n, _ = logits.shape
+  src, dst, idx = [], [], []
+  for i in range(b):
+    t = tgt[i][mask[i] > 0]
+    if len(t) == 0:
+      continue
+    cost = (10 * np.abs(spans[i][:, None] - t[None]).sum(-1) - giou_np(se(spans[i]), se(t))
+            - 4 * softmax(logits[i])[:, :1])
+    r, c = scipy_lsa(cost)
+    src.append(spans[i][r]); dst.append(t[c]); idx += [(i, k) for k in r]
+  src, dst = np.concatenate(src), np.concatenate(dst)
+  l1 = np.abs(src - dst).mean()
+  g = (1 - np.diag(giou_np(se(src), se(dst)))).mean()
+  target = np.ones((b, n), int)
+  for i, k in idx:
+    target[i, k] = 0
+  logp = np.log(softmax(logits))
+  nll = -np.take_along_axis(logp, target[..., None], -1)[..., 0]
+  w = np.where(target == 0, 1.0, eos)
+  return dict(loss_span=l1, loss_giou=g, loss_label=(w * nll).mean())
+
+
+def random_batch(rng, ld=2, b=6, n=5, m=5):
+  logits = rng.normal(size=(ld, b, n, 2))
+  spans = np.stack([rng.uniform(0.2, 0.8, (ld, b, n)), rng.uniform(0.05, 0.4, (ld, b, n))], -1)
+  tgt = np.stack([rng.uniform(0.2, 0.8, (b, m)), rng.uniform(0.05, 0.4, (b, m))], -1)
+  counts = rng.integers(1, m + 1, b)
+  mask = (np.arange(m)[None] < counts[:, None]).astype(np.float32)
+  return [x.astype(np.float32) for x in (logits, spans, tgt)] + [mask]
+
+
+@pytest.mark.parametrize('aux', [True, False])
+def test_vmr_losses_vs_numpy(aux):
+  rng = np.random.default_rng(0)
+  logits, spans, tgt, mask = random_batch(rng, ld=3)
+  lc, mc = cfgs(aux=aux)
+  out = jax.jit(lambda *a: losses.vmr_losses(*a, lc, mc))(logits, spans, tgt, mask)
+  total = 0.0
+  for layer in range(3):
+    if not aux and layer < 2:
+      assert f'loss_span_{layer}' not in out
+      continue
+    ref = np_layer(logits[layer].astype(np.float64), spans[layer].astype(np.float64),
+                   tgt.astype(np.float64), mask, 0.1)
+    sfx = '' if layer == 2 else f'_{layer}'
+    for k, v in ref.items():
+      np.testing.assert_allclose(out[k + sfx], v, rtol=1e-5, atol=1e-6, err_msg=k + sfx)
+    total += 10 * ref['loss_span'] + ref['loss_giou'] + 4 * ref['loss_label']
+  np.testing.assert_allclose(out['vmr_total'], total, rtol=1e-5)
+
+
+def test_vmr_losses_example_mask_and_grad():
+  rng = np.random.default_rng(1)
+  logits, spans, tgt, mask = random_batch(rng, b=4)
+  lc, mc = cfgs()
+  ex = np.array([1, 1, 0, 0], np.float32)
+  out = losses.vmr_losses(logits, spans, tgt, mask, lc, mc, example_mask=ex)
+  ref = losses.vmr_losses(logits[:, :2], spans[:, :2], tgt[:2], mask[:2], lc, mc)
+  for k in ('loss_span', 'loss_giou', 'loss_label', 'vmr_total'):
+    np.testing.assert_allclose(out[k], ref[k], rtol=1e-5)
+  g = jax.grad(lambda s: losses.vmr_losses(logits, s, tgt, mask, lc, mc)['vmr_total'])(spans)
+  assert np.all(np.isfinite(g)) and np.abs(g).sum() > 0
+
+
+def np_loss_sim(sal, sal_neg, vmask, labels, pos_idx, neg_idx, variant, margin=0.2, tau=0.5):
+  """Line-by-line numpy version of the release's loss_sim."""
+  p = 1 / (1 + np.exp(-sal))
+  x, y = p * vmask, labels * vmask
+  with np.errstate(divide='ignore'):   # log(0) at padded clips, clamped like torch
+    bce = -(y * np.maximum(np.log(x), -100) + (1 - y) * np.maximum(np.log(1 - x), -100)).mean()
+  s = np.concatenate([sal, sal_neg], 1)
+  lab = np.concatenate([labels, np.zeros_like(labels)], 1)
+  vm = np.concatenate([vmask, vmask], 1)
+  s = vm * s + (1 - vm) * -1e3
+  drop = ~(lab > 100)
+  pos = lab >= 1
+  cur = s * drop / tau + ~drop * -1e3
+  lg = cur - cur.max(1, keepdims=True)
+  lp = lg - np.log(np.exp(lg).sum(1, keepdims=True) + 1e-6)
+  mlpp = (pos * lp * vm).sum(1) / (pos.sum(1) + 1e-6)
+  bdm = pos.sum(1) > 0
+  r = np.arange(len(sal))
+  ps = np.stack([sal[r, pos_idx[:, c]] for c in range(pos_idx.shape[1])], 1)
+  ns = np.stack([sal[r, neg_idx[:, c]] for c in range(neg_idx.shape[1])], 1)
+  rank = np.clip(margin + ns - ps, 0, None).sum() / (len(ps) * pos_idx.shape[1]) * 2
+  if variant == 'charades':
+    return rank + bce - (mlpp * bdm).mean()
+  return 10 * rank + 10 * (bce - 0.1 * (mlpp * bdm).mean())
+
+
+@pytest.mark.parametrize('variant', ['charades', 'antibias'])
+def test_saliency_losses_vs_numpy(variant):
+  rng = np.random.default_rng(2)
+  b, lv = 5, 12
+  lens = np.array([12, 9, 6, 12, 4])
+  vmask = (np.arange(lv)[None] < lens[:, None]).astype(np.float32)
+  labels = np.zeros((b, lv), np.float32)
+  for i, (s, e) in enumerate([(2, 5), (0, 3), (4, 6), (0, 0), (1, 2)]):
+    labels[i, s:e] = 1.0          # example 3 has no positive clip (batch_drop_mask)
+  sal = rng.normal(0, 2, (b, lv)).astype(np.float32)
+  sal_neg = rng.normal(0, 2, (b, lv)).astype(np.float32)
+  pos_idx = np.array([[2, 3], [0, 2], [4, 5], [0, 0], [1, 1]], np.int32)
+  neg_idx = np.array([[7, 0], [5, 8], [1, 2], [3, 4], [0, 3]], np.int32)
+  lc, _ = cfgs(sim_variant=variant)
+  out = jax.jit(lambda *a: losses.saliency_losses(*a, lc))(
+      sal, sal_neg, vmask, labels, pos_idx, neg_idx)
+  ref = np_loss_sim(sal.astype(np.float64), sal_neg.astype(np.float64), vmask, labels,
+                    pos_idx, neg_idx, variant)
+  np.testing.assert_allclose(out['loss_sim'], ref, rtol=1e-5)
+  np.testing.assert_allclose(out['sim_total'], 4.0 * ref, rtol=1e-5)
+  g = jax.grad(lambda s: losses.saliency_losses(s, sal_neg, vmask, labels, pos_idx,
+                                                neg_idx, lc)['loss_sim'])(jnp.asarray(sal))
+  assert np.all(np.isfinite(g))
+  # Padded clips get no gradient.
+  assert np.all(np.asarray(g)[vmask == 0] == 0)
