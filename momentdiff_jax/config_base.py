@@ -24,6 +24,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.normalize_text = True       # L2 per token
   c.data.num_saliency_pairs = 2      # sampled positive / negative clips per example
   c.data.worker_count = 0            # grain worker processes (0 = in-process)
+  c.data.prefetch = 2                # batches read ahead by grain threads (0 = none)
   c.data.eval_split = 'val'          # split used for periodic evaluation and best ckpt
   c.data.test_split = 'test'
 
