@@ -10,17 +10,18 @@ from jax.experimental import multihost_utils
 from momentdiff_jax import metrics as metrics_lib
 
 
-def windows_from_spans(spans: np.ndarray, scores: np.ndarray, num_clips: np.ndarray,
-                       clip_len: float, duration: np.ndarray, top_k: int,
+def windows_from_spans(spans: np.ndarray, scores: np.ndarray, span_seconds: np.ndarray,
+                       duration: np.ndarray, top_k: int,
                        nms_threshold: float = -1.0) -> list[list[list[float]]]:
   """Normalized (center, width) spans -> ranked `[start_s, end_s, score]` lists.
 
-  spans: (B, N, 2); scores: (B, N); num_clips, duration: (B,). Spans are normalized
-  by the clips the model saw (`num_clips * clip_len`), then clipped to the duration.
+  spans: (B, N, 2); scores: (B, N); span_seconds, duration: (B,). Spans are normalized
+  by the seconds of the clips the model saw (`span_seconds`), then clipped to the
+  duration.
   """
   spans = np.asarray(spans, np.float64)
   se = np.stack([spans[..., 0] - spans[..., 1] / 2, spans[..., 0] + spans[..., 1] / 2], -1)
-  length = (num_clips * clip_len)[:, None, None]
+  length = np.asarray(span_seconds, np.float64)[:, None, None]
   se = np.clip(se * length, 0.0, duration[:, None, None])
   order = np.argsort(-scores, axis=1, kind='stable')
   se = np.take_along_axis(se, order[..., None], axis=1)
@@ -71,9 +72,9 @@ def predict_split(sample_fn, params, config, dataset, split: str, mesh, rng,
                     batch['query_mask'], jax.random.fold_in(rng, i))
     out = multihost_utils.process_allgather(out, tiled=True)
     meta = multihost_utils.process_allgather(
-        {k: local[k] for k in ('index', 'num_clips', 'duration')}, tiled=True)
-    wins = windows_from_spans(out['spans'], out['scores'], meta['num_clips'],
-                              dataset.info['clip_len'], meta['duration'],
+        {k: local[k] for k in ('index', 'num_clips', 'duration', 'span_seconds')}, tiled=True)
+    wins = windows_from_spans(out['spans'], out['scores'], meta['span_seconds'],
+                              meta['duration'],
                               config.max_pred_windows, config.nms_threshold)
     for b, idx in enumerate(np.asarray(meta['index'])):
       if idx < 0:
@@ -98,7 +99,8 @@ def score(preds, dataset, split: str, dataset_name: str) -> Optional[dict]:
   gt = dataset.rows(split)
   if not any(r.get('relevant_windows') for r in gt):
     return None
-  return metrics_lib.compute_metrics(preds, gt, dataset_name)
+  clip_len = dataset.info.get('clip_len') or 2.0
+  return metrics_lib.compute_metrics(preds, gt, dataset_name, clip_length=float(clip_len))
 
 
 def write_outputs(out_dir: str, split: str, preds, metrics: Optional[dict]):
@@ -112,3 +114,69 @@ def write_outputs(out_dir: str, split: str, preds, metrics: Optional[dict]):
   if metrics is not None:
     with open(os.path.join(out_dir, f'{split}_metrics.json'), 'w') as f:
       json.dump(metrics, f, indent=2)
+
+
+def write_plots(out_dir: str, split: str, preds, rows, trajectories: dict) -> list[str]:
+  """Fig. 4 (predicted vs GT start/end/length distributions) and Fig. 5 (trajectories)."""
+  from momentdiff_jax import plots
+  pred_norm, gt_norm = [], []
+  for p, r in zip(preds, rows):
+    dur = float(r['duration'])
+    if p['pred_relevant_windows']:
+      pred_norm.append(np.asarray(p['pred_relevant_windows'][0][:2]) / dur)
+    gt_norm.extend(np.asarray(w, np.float64) / dur for w in r.get('relevant_windows') or [])
+  paths = []
+  if gt_norm:
+    paths.append(plots.plot_distributions(
+        np.stack(pred_norm), np.stack(gt_norm),
+        os.path.join(out_dir, f'{split}_distributions.png'),
+        title=f'{split}: top-1 predictions vs ground truth ({len(preds)} queries)'))
+  if trajectories:
+    idx = sorted(trajectories)
+    gts = [np.asarray(rows[i].get('relevant_windows') or np.zeros((0, 2)), np.float64).reshape(-1, 2)
+           / float(rows[i]['duration']) for i in idx]
+    titles = [f'"{rows[i].get("query", "")[:48]}"' for i in idx]
+    paths.append(plots.plot_trajectory_grid(
+        [trajectories[i] for i in idx], gts, os.path.join(out_dir, f'{split}_trajectories.png'),
+        titles=titles, suptitle='Diffusion trajectories of the N_r spans over DDIM steps'))
+  return paths
+
+
+def evaluate_workdir(workdir: str, split: str = 'test', checkpoint: str = 'best',
+                     sampling_steps: Optional[int] = None, plots: bool = False,
+                     num_trajectories: int = 6) -> Optional[dict]:
+  """`evaluate.py --workdir` mode: restore, predict `split`, score, write under eval/."""
+  from momentdiff_jax import checkpointing, diffusion, train
+  from momentdiff_jax import mesh as mesh_lib
+  from momentdiff_jax import train_step as ts
+  from momentdiff_jax.data import dataset as dataset_lib
+
+  config = checkpointing.load_config(workdir)
+  dataset = dataset_lib.open_dataset(config)
+  mesh = mesh_lib.make_mesh()
+  repl = mesh_lib.replicated(mesh)
+  model = train.create_model(config, config.video_dim, config.text_dim)
+  abstract = jax.eval_shape(lambda r: train.init_params(model, config, r, config.video_dim,
+                                                        config.text_dim),
+                            jax.random.PRNGKey(0))
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl),
+                          abstract)
+  step, params, used = checkpointing.restore_params(workdir, checkpoint, abstract)
+  steps = int(sampling_steps or config.diffusion.sampling_steps)
+  sample_fn = jax.jit(ts.make_sample_fn(model, config, diffusion.make_schedule(config.diffusion),
+                                        steps, return_trajectory=plots))
+  eval_rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 2)  # as train.py
+  preds, trajectories = predict_split(sample_fn, params, config, dataset, split, mesh, eval_rng,
+                                      with_trajectory=plots, max_trajectories=num_trajectories)
+  metrics = score(preds, dataset, split, config.data.name)
+  out_dir = os.path.join(workdir, 'eval')
+  write_outputs(out_dir, split, preds, metrics)
+  if jax.process_index() == 0:
+    print(f'{split}: {len(preds)} queries, {used} checkpoint (step {step}), '
+          f'{steps} sampling steps -> {out_dir}')
+    if metrics is not None:
+      print(json.dumps(metrics['brief'], indent=1))
+    if plots:
+      for p in write_plots(out_dir, split, preds, dataset.rows(split), trajectories):
+        print(f'wrote {p}')
+  return metrics

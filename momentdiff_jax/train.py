@@ -76,7 +76,9 @@ class MetricsWriter:
     if not self.active:
       return
     row = {'step': int(step)}
-    row.update({k: float(v) for k, v in scalars.items()})
+    # None marks a metric with no queries (e.g. an empty length bin).
+    scalars = {k: float(v) for k, v in scalars.items() if v is not None}
+    row.update(scalars)
     with open(self.path, 'a') as f:
       f.write(json.dumps(row) + '\n')
     if self.tb is not None:

@@ -71,12 +71,13 @@ def loss_fn(params, model: MomentDiff, config, schedule: diffusion.Schedule,
                     rngs={'dropout': r_dec})
 
   vmr = losses_lib.vmr_losses(out['pred_logits'], out['pred_spans'], batch['span_targets'],
-                              batch['span_mask'], config.loss, config.matcher)
+                              batch['span_mask'], config.loss, config.matcher,
+                              example_mask=batch.get('example_mask'))
   sal = losses_lib.saliency_losses(cond['saliency'], cond_neg['saliency'],
                                    batch['video_mask'], batch['saliency_labels'],
                                    batch['saliency_pos_idx'], batch['saliency_neg_idx'],
-                                   config.loss)
-  total = vmr['total'] + sal['total']
+                                   config.loss, example_mask=batch.get('example_mask'))
+  total = vmr['vmr_total'] + sal['sim_total']
   parts = {f'vmr/{k}': v for k, v in vmr.items()}
   parts.update({f'sim/{k}': v for k, v in sal.items()})
   parts['total'] = total
@@ -123,12 +124,12 @@ def make_sample_fn(model: MomentDiff, config, schedule: diffusion.Schedule,
     res = diffusion.ddim_sample(denoise_fn, rng, shape, schedule, steps, dcfg.eta, dcfg.scale,
                                 return_trajectory=return_trajectory)
     out = {
-        'spans': res['spans'],
-        'scores': jax.nn.softmax(res['logits'].astype(jnp.float32), axis=-1)[..., 0],
+        'spans': res[0],
+        'scores': jax.nn.softmax(res[1].astype(jnp.float32), axis=-1)[..., 0],
         'saliency': cond['saliency'],
     }
     if return_trajectory:
-      out['trajectory'] = res['trajectory']
+      out['trajectory'] = res[2]
     return out
 
   return sample
