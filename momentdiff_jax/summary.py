@@ -11,29 +11,13 @@ from typing import Optional
 
 from absl import app
 from absl import flags
-import jax
-import jax.numpy as jnp
-import numpy as np
 from ml_collections import config_flags
 
-from momentdiff_jax.model import MomentDiff
+from momentdiff_jax.model import abstract_params, count_params as count
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=False)
 _VIDEO_DIM = flags.DEFINE_integer('video_dim', None, 'Clip feature size Dv (with TEF).')
 _TEXT_DIM = flags.DEFINE_integer('text_dim', None, 'Token feature size Dt.')
-
-
-def abstract_params(model_config, video_dim: int, text_dim: int, lv: int = 8, lt: int = 4,
-                    num_spans: int = 2):
-  """The params tree of MomentDiff as ShapeDtypeStructs (nothing computed)."""
-  model = MomentDiff(model_config, video_dim, text_dim)
-  args = (jnp.zeros((1, lv, video_dim)), jnp.ones((1, lv)), jnp.zeros((1, lt, text_dim)),
-          jnp.ones((1, lt)), jnp.full((1, num_spans, 2), 0.5), jnp.zeros((1,), jnp.int32))
-  return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), *args))['params']
-
-
-def count(tree) -> int:
-  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
 
 
 def summary_lines(params) -> list[str]:

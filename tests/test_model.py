@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from momentdiff_jax.config_base import base_config
-from momentdiff_jax.model import MomentDiff
-from momentdiff_jax.summary import abstract_params, count
+from momentdiff_jax.model import MomentDiff, abstract_params
+from momentdiff_jax.model import count_params as count
 
 D, H, FFN, DV, DT = 32, 4, 48, 20, 12
 B, LV, LT, N = 2, 10, 6, 5

@@ -1,4 +1,4 @@
 """The MomentDiff network (flax.linen). See momentdiff.py for the entry points."""
-from momentdiff_jax.model.momentdiff import MomentDiff
+from momentdiff_jax.model.momentdiff import MomentDiff, abstract_params, count_params
 
-__all__ = ['MomentDiff']
+__all__ = ['MomentDiff', 'abstract_params', 'count_params']

@@ -20,6 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from momentdiff_jax.model.denoiser import Denoiser
 from momentdiff_jax.model.encoder import Encoder, T2VEncoder
@@ -156,3 +157,15 @@ class MomentDiff(nn.Module):
     cond = self.encode(video_feat, video_mask, query_feat, query_mask, train)
     out = self.denoise(self.prepare(cond), spans, t, train)
     return dict(out, saliency=cond['saliency'])
+
+
+def abstract_params(model_config, video_dim: int, text_dim: int):
+  """MomentDiff's params tree as ShapeDtypeStructs (nothing allocated or computed)."""
+  model = MomentDiff(model_config, video_dim, text_dim)
+  args = (jnp.zeros((1, 8, video_dim)), jnp.ones((1, 8)), jnp.zeros((1, 4, text_dim)),
+          jnp.ones((1, 4)), jnp.full((1, 2, 2), 0.5), jnp.zeros((1,), jnp.int32))
+  return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), *args))['params']
+
+
+def count_params(tree) -> int:
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
