@@ -38,16 +38,6 @@ def init_params(model: MomentDiff, config, rng, video_dim: int, text_dim: int):
       jnp.ones((1, lt)), jnp.full((1, n, 2), 0.5), jnp.zeros((1,), jnp.int32))
 
 
-def steps_per_epoch(config, num_train: int) -> int:
-  return max(num_train // config.batch_size, 1)
-
-
-def total_steps(config, num_train: int) -> int:
-  if config.num_train_steps > 0:
-    return int(config.num_train_steps)
-  return int(config.num_epochs * steps_per_epoch(config, num_train))
-
-
 class MetricsWriter:
   """JSON lines (one object per line with `step`), process 0 only; optional TensorBoard."""
 
@@ -114,6 +104,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   config.video_dim = int(info['video_dim'])
   config.text_dim = int(info['text_dim'])
   config.data.dir = dataset.data_dir
+  # Seconds per clip, for Predictor on raw features (None for pooled C3D features).
+  config.data.clip_len = info.get('clip_len')
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
@@ -123,9 +115,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   repl = mesh_lib.replicated(mesh)
   data_sh = mesh_lib.data_sharding(mesh)
   local_bs = mesh_lib.local_batch_size(config.batch_size)
-  num_train = dataset.num_examples('train')
-  spe = steps_per_epoch(config, num_train)
-  n_steps = total_steps(config, num_train)
+  train_iter = dataset.train_iterator(local_bs, jax.process_index(), jax.process_count())
+  num_train = train_iter.num_examples
+  spe = train_iter.steps_per_epoch   # examples without a target are skipped
+  n_steps = config.num_train_steps if config.num_train_steps > 0 else config.num_epochs * spe
   eval_every = config.eval_every_steps if config.eval_every_steps > 0 else spe
 
   model = create_model(config, config.video_dim, config.text_dim)
@@ -138,7 +131,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
                    out_shardings=repl)(init_rng)
   opt_state = jax.jit(tx.init, out_shardings=repl)(params)
   ckpts = checkpointing.WorkdirCheckpoints(workdir, config.max_checkpoints_to_keep)
-  train_iter = dataset.train_iterator(local_bs, jax.process_index(), jax.process_count())
   start = 0
   if ckpts.latest_step() is not None:
     abstract = lambda t: jax.tree.map(

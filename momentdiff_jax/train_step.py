@@ -49,13 +49,13 @@ def loss_fn(params, model: MomentDiff, config, schedule: diffusion.Schedule,
   """Total loss and its parts for one batch (global under jit).
 
   The negative pair for L_sim pairs every video with the next example's text
-  (batch roll by one), as the release does; only its saliency is used, so the
+  (example i gets the text of i + 1), as the release does; only its saliency is used, so the
   decoder never runs on it.
   """
   r_enc, r_neg, r_tgt, r_t, r_noise, r_dec = jax.random.split(rng, 6)
   cond = _encode(model, params, batch, batch['query_feat'], batch['query_mask'], True, r_enc)
-  neg_q = jnp.roll(batch['query_feat'], 1, axis=0)
-  neg_m = jnp.roll(batch['query_mask'], 1, axis=0)
+  neg_q = jnp.roll(batch['query_feat'], -1, axis=0)
+  neg_m = jnp.roll(batch['query_mask'], -1, axis=0)
   cond_neg = _encode(model, params, batch, neg_q, neg_m, True, r_neg)
 
   dcfg = config.diffusion
@@ -94,7 +94,7 @@ def make_train_step(model: MomentDiff, config, schedule: diffusion.Schedule,
     (_, parts), grads = grad_fn(state.params, model, config, schedule, batch, rng)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    parts['grad_norm'] = optax.global_norm(grads)
+    parts['grad_norm'] = optax.tree.norm(grads)
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), parts
 
   return train_step

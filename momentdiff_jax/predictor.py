@@ -1,0 +1,133 @@
+"""`Predictor`: a trained (or converted) workdir applied to raw feature arrays.
+
+    from momentdiff_jax import Predictor
+    p = Predictor.from_workdir('workdirs/charades')
+    out = p.predict([slowfast (L, 2304), clip (L, 512)], text_tokens (Lt, 512), duration=30.2)
+    out['pred_relevant_windows']   # [[start_s, end_s, score], ...] best first
+
+Videos of any length are padded to a length bucket (the config's buckets, then
+multiples of the largest), so a handful of programs serve every call; the compiled
+sampler (condition once, one scan over the DDIM steps) is reused across calls.
+"""
+from typing import Optional, Sequence, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from momentdiff_jax import checkpointing
+from momentdiff_jax import diffusion
+from momentdiff_jax import evaluation
+from momentdiff_jax import train_step as ts
+from momentdiff_jax.data.sources import l2_normalize
+
+
+class Predictor:
+  """Moment retrieval with one model; see the module docstring."""
+
+  def __init__(self, config, params, sampling_steps: Optional[int] = None, seed: int = 0):
+    from momentdiff_jax import train
+    self.config = config
+    self.params = params
+    self.model = train.create_model(config, config.video_dim, config.text_dim)
+    self.sampling_steps = int(sampling_steps or config.diffusion.sampling_steps)
+    self._sample = jax.jit(ts.make_sample_fn(self.model, config,
+                                             diffusion.make_schedule(config.diffusion),
+                                             self.sampling_steps))
+    self._rng = jax.random.PRNGKey(seed)
+    self._calls = 0
+
+  @classmethod
+  def from_workdir(cls, workdir: str, checkpoint: str = 'best',
+                   sampling_steps: Optional[int] = None, seed: int = 0) -> 'Predictor':
+    """Loads `workdir/config.json` and the `best` (else latest) checkpoint's params."""
+    from momentdiff_jax import train
+    config = checkpointing.load_config(workdir)
+    model = train.create_model(config, config.video_dim, config.text_dim)
+    abstract = jax.eval_shape(lambda r: train.init_params(
+        model, config, r, config.video_dim, config.text_dim), jax.random.PRNGKey(0))
+    _, params, _ = checkpointing.restore_params(workdir, checkpoint, abstract)
+    return cls(config, params, sampling_steps, seed)
+
+  @property
+  def feature_dim(self) -> int:
+    """Clip feature size expected before the 2 TEF features are appended."""
+    return self.config.video_dim - (2 if self.config.data.use_tef else 0)
+
+  def padded_length(self, num_clips: int) -> int:
+    buckets = sorted(int(b) for b in self.config.data.length_buckets)
+    for b in buckets:
+      if num_clips <= b:
+        return b
+    return -(-num_clips // buckets[-1]) * buckets[-1]
+
+  def _video(self, video_features) -> np.ndarray:
+    """Per-type arrays -> (L, Dv) as the dataset builder stores them, plus TEF."""
+    types = ([video_features] if not isinstance(video_features, (list, tuple))
+             else list(video_features))
+    types = [np.asarray(t, np.float32) for t in types]
+    for i, t in enumerate(types):
+      if t.ndim != 2 or t.shape[0] == 0:
+        raise ValueError(f'video_features[{i}] must be (num_clips > 0, dim), got {t.shape}')
+    n = min(t.shape[0] for t in types)
+    if self.config.data.get('normalize_video', True):
+      types = [l2_normalize(t) for t in types]
+    video = np.concatenate([t[:n] for t in types], axis=1)
+    if video.shape[1] != self.feature_dim:
+      raise ValueError(f'video features have {video.shape[1]} dims in total, the model '
+                       f'expects {self.feature_dim} (per type as in the training dataset)')
+    if not np.all(np.isfinite(video)):
+      raise ValueError('video features contain NaN or Inf')
+    if self.config.data.use_tef:
+      st = np.arange(n, dtype=np.float32) / n
+      video = np.concatenate([video, np.stack([st, st + 1.0 / n], 1)], 1)
+    return video
+
+  def predict(self, video_features: Union[np.ndarray, Sequence[np.ndarray]],
+              query_features: np.ndarray, duration: float,
+              clip_len: Optional[float] = None) -> dict:
+    """Ranked windows and clip saliency for one video and one query.
+
+    Args:
+      video_features: (L, D) clip features of one type, or a list of per-type
+        (L_i, D_i) arrays (L2-normalized each, cut to the shortest, concatenated
+        as the dataset builder does).
+      query_features: (Lt, Dt) token features (truncated to `data.max_q_l`).
+      duration: video length in seconds; windows are clipped to [0, duration].
+      clip_len: seconds per clip; default: the training data's, else duration / L.
+    Returns:
+      {'pred_relevant_windows': [[start_s, end_s, score], ...] best first,
+       'pred_saliency_scores': [one per clip]}.
+    """
+    video = self._video(video_features)
+    n = video.shape[0]
+    query = np.asarray(query_features, np.float32)
+    if query.ndim != 2 or query.shape[0] == 0 or query.shape[1] != self.config.text_dim:
+      raise ValueError(f'query_features must be (num_tokens > 0, {self.config.text_dim}), '
+                       f'got {query.shape}')
+    if not np.all(np.isfinite(query)):
+      raise ValueError('query features contain NaN or Inf')
+    if duration <= 0:
+      raise ValueError(f'duration must be > 0, got {duration}')
+    query = query[:self.config.data.max_q_l]
+    if self.config.data.get('normalize_text', True):
+      query = l2_normalize(query)
+    lv, lt = self.padded_length(n), self.config.data.max_q_l
+    vf = np.zeros((1, lv, video.shape[1]), np.float32)
+    vf[0, :n] = video
+    vm = np.zeros((1, lv), np.float32)
+    vm[0, :n] = 1
+    qf = np.zeros((1, lt, query.shape[1]), np.float32)
+    qf[0, :len(query)] = query
+    qm = np.zeros((1, lt), np.float32)
+    qm[0, :len(query)] = 1
+    rng = jax.random.fold_in(self._rng, self._calls)
+    self._calls += 1
+    out = jax.device_get(self._sample(self.params, jnp.asarray(vf), jnp.asarray(vm),
+                                      jnp.asarray(qf), jnp.asarray(qm), rng))
+    clip_len = clip_len or self.config.data.get('clip_len') or duration / n
+    wins = evaluation.windows_from_spans(
+        out['spans'], out['scores'], np.asarray([n * clip_len]), np.asarray([duration]),
+        self.config.max_pred_windows, self.config.nms_threshold)[0]
+    return {'pred_relevant_windows': wins,
+            'pred_saliency_scores': np.asarray(out['saliency'][0, :n]).round(4).tolist()}

@@ -1,0 +1,43 @@
+"""Every config of CONTRACT.md loads and carries the promised keys."""
+import importlib.util
+import os
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NAMES = ['synthetic', 'charades', 'charades_vgg', 'charades_c3d', 'charades_len',
+         'charades_mom', 'charades_cd', 'qvhighlights', 'tacos']
+KEYS = ['data.dir', 'seed', 'batch_size', 'num_epochs', 'num_train_steps', 'learning_rate',
+        'checkpoint_every_steps', 'diffusion.num_spans', 'diffusion.sampling_steps',
+        'diffusion.scale']
+
+
+def load(name):
+  spec = importlib.util.spec_from_file_location(f'cfg_{name}',
+                                                os.path.join(ROOT, 'configs', f'{name}.py'))
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod.get_config()
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_config_keys(name):
+  c = load(name)
+  for key in KEYS:
+    node = c
+    for part in key.split('.'):
+      node = node[part]
+  assert c.model.hidden_dim % c.model.num_heads == 0
+  assert max(c.data.length_buckets) >= c.data.max_v_l
+  assert c.data.max_windows <= c.diffusion.num_spans
+  assert c.checkpoint_every_steps > 0
+
+
+def test_release_values():
+  c = load('charades')
+  assert (c.learning_rate, c.weight_decay, c.lr_drop_epochs, c.grad_clip_norm) == (
+      2e-4, 1e-4, 40, 0.1)
+  assert (c.batch_size, c.num_epochs, c.diffusion.num_spans, c.loss.sim) == (32, 100, 5, 4.0)
+  assert c.diffusion.sampling_steps == 10 and c.diffusion.scale == 2.0
+  assert load('charades_len').loss.sim == 2.0 and load('charades_mom').loss.sim == 2.0
+  assert load('qvhighlights').diffusion.num_spans == 10
