@@ -1,0 +1,158 @@
+"""The compiled units: the train step overfits one batch; the sampler's structure."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from momentdiff_jax import diffusion
+from momentdiff_jax import train
+from momentdiff_jax import train_step as ts
+from momentdiff_jax.config_base import base_config
+
+LV, LT, DV, DT, N = 23, 7, 37, 11, 3
+
+
+def small_config():
+  c = base_config()
+  c.model.hidden_dim = 32
+  c.model.num_heads = 4
+  c.model.ffn_dim = 64
+  c.model.dropout = 0.0
+  c.model.input_dropout = 0.0
+  c.diffusion.num_spans = N
+  c.data.length_buckets = (LV,)
+  c.data.max_q_l = LT
+  c.data.max_windows = 2
+  # Overfitting one batch fast: a large step, then x0.1 for the last 100 steps to settle.
+  c.learning_rate = 3e-3
+  c.lr_drop_epochs = 300
+  c.grad_clip_norm = 1.0
+  c.diffusion.eta = 0.0
+  c.num_train_steps = 400
+  return c
+
+
+def fixed_batch(b=4, seed=0):
+  rng = np.random.default_rng(seed)
+  nclips = rng.integers(12, LV + 1, b)
+  video_mask = (np.arange(LV)[None] < nclips[:, None]).astype(np.float32)
+  query_mask = (np.arange(LT)[None] < rng.integers(3, LT + 1, b)[:, None]).astype(np.float32)
+  span = np.stack([rng.uniform(0.3, 0.7, b), rng.uniform(0.15, 0.4, b)], 1)
+  labels = np.zeros((b, LV), np.float32)
+  pos = np.zeros((b, 2), np.int32)
+  neg = np.zeros((b, 2), np.int32)
+  for i in range(b):
+    st = int((span[i, 0] - span[i, 1] / 2) * nclips[i])
+    ed = int((span[i, 0] + span[i, 1] / 2) * nclips[i])
+    labels[i, st:ed + 1] = 1
+    pos[i] = [st, ed - 1]
+    neg[i] = [0, nclips[i] - 1]
+  return {
+      'video_feat': rng.normal(size=(b, LV, DV)).astype(np.float32) * video_mask[..., None],
+      'video_mask': video_mask,
+      'query_feat': rng.normal(size=(b, LT, DT)).astype(np.float32) * query_mask[..., None],
+      'query_mask': query_mask,
+      'span_targets': np.stack([span, np.zeros_like(span)], 1).astype(np.float32),
+      'span_mask': np.array([[1, 0]] * b, np.float32),
+      'saliency_labels': labels * video_mask,
+      'saliency_pos_idx': pos,
+      'saliency_neg_idx': neg,
+      'example_mask': np.ones((b,), np.float32),
+  }
+
+
+@pytest.fixture(scope='module')
+def setup():
+  config = small_config()
+  model = train.create_model(config, DV, DT)
+  schedule = diffusion.make_schedule(config.diffusion)
+  params = train.init_params(model, config, jax.random.PRNGKey(0), DV, DT)
+  return config, model, schedule, params
+
+
+def test_overfits_one_batch(setup):
+  config, model, schedule, params = setup
+  batch = {k: jnp.asarray(v) for k, v in fixed_batch().items()}
+  tx = ts.make_optimizer(config, steps_per_epoch=1)
+  state = ts.TrainState(step=jnp.asarray(0), params=params, opt_state=tx.init(params))
+  step = jax.jit(ts.make_train_step(model, config, schedule, tx), donate_argnums=(0,))
+  rng = jax.random.PRNGKey(1)
+  span_losses = []
+  for _ in range(config.num_train_steps):
+    state, parts = step(state, batch, rng)
+    span_losses.append(parts['vmr/loss_span'] + parts['vmr/loss_giou'])
+  span_losses = np.asarray(jax.device_get(span_losses))
+  assert np.isfinite(span_losses).all()
+  # Within 300 steps, the span losses (L1 + GIoU) fall by >= 5x.
+  first, at300 = span_losses[:10].mean(), span_losses[290:300].mean()
+  assert first / at300 >= 5.0, (first, at300)
+
+  sample = jax.jit(ts.make_sample_fn(model, config, schedule, steps=10))
+  out = sample(state.params, batch['video_feat'], batch['video_mask'], batch['query_feat'],
+               batch['query_mask'], jax.random.PRNGKey(2))
+  top = np.asarray(out['spans'])[np.arange(4), np.asarray(out['scores']).argmax(1)]
+  gt = np.asarray(batch['span_targets'][:, 0])
+  se = lambda x: np.stack([x[:, 0] - x[:, 1] / 2, x[:, 0] + x[:, 1] / 2], 1)
+  p, g = se(top), se(gt)
+  inter = np.clip(np.minimum(p[:, 1], g[:, 1]) - np.maximum(p[:, 0], g[:, 0]), 0, None)
+  iou = inter / (np.maximum(p[:, 1], g[:, 1]) - np.minimum(p[:, 0], g[:, 0]))
+  assert (iou >= 0.9).all(), iou
+
+
+def _dot_outputs(jaxpr):
+  """Shapes of dot_general outputs, top level and inside the scan body separately."""
+  top, in_scan = [], []
+
+  def walk(jp, inside):
+    for eqn in jp.eqns:
+      if eqn.primitive.name == 'dot_general':
+        (in_scan if inside else top).append(tuple(eqn.outvars[0].aval.shape))
+      for sub in jax.core.jaxprs_in_params(eqn.params):
+        walk(sub, inside or eqn.primitive.name == 'scan')
+
+  walk(jaxpr.jaxpr, False)
+  return top, in_scan
+
+
+def test_sampler_computes_condition_once(setup):
+  """The encoder (input projection of Dv features) runs once per sampling call, and
+  the scan body holds no clip-length projection: only the N_r query rows and the
+  attention over the precomputed keys."""
+  config, model, schedule, params = setup
+  b = fixed_batch(2)
+  sample = ts.make_sample_fn(model, config, schedule, steps=5)
+  jaxpr = jax.make_jaxpr(sample)(params, b['video_feat'], b['video_mask'], b['query_feat'],
+                                 b['query_mask'], jax.random.PRNGKey(0))
+  top, in_scan = _dot_outputs(jaxpr)
+  n_scans = sum(e.primitive.name == 'scan' for e in jaxpr.jaxpr.eqns)
+  assert n_scans == 1
+  # Video input projection: (B, Lv, Dv) x (Dv, D): once in the program, never in the loop.
+  vid_proj = [s for s in top + in_scan if s == (2, LV, config.model.hidden_dim)]
+  assert vid_proj and not [s for s in in_scan if s[:2] == (2, LV)], in_scan
+  assert any(s[:2] == (2, N) for s in in_scan)
+  # Exactly one encoder pass: text rows (B, Lt, D) are projected by the input stack and
+  # by each T2V layer's key and value projections, once each.
+  txt = [s for s in top if s == (2, LT, config.model.hidden_dim)]
+  assert len(txt) == config.model.n_input_proj + 2 * config.model.t2v_layers, top
+  assert not [s for s in in_scan if LT in s[:2]]
+
+
+def test_one_step_sampler_is_one_denoiser_call(setup):
+  config, model, schedule, params = setup
+  from momentdiff_jax.model import MomentDiff
+  b = {k: jnp.asarray(v) for k, v in fixed_batch(2).items()}
+  config.diffusion.eta = 0.0
+  rng = jax.random.PRNGKey(3)
+  out = ts.make_sample_fn(model, config, schedule, steps=1)(
+      params, b['video_feat'], b['video_mask'], b['query_feat'], b['query_mask'], rng)
+  init_rng, _ = jax.random.split(rng)
+  x = jax.random.normal(init_rng, (2, N, 2))
+  cond = model.apply(params, b['video_feat'], b['video_mask'], b['query_feat'], b['query_mask'],
+                     method=MomentDiff.encode)
+  cache = model.apply(params, cond, method=MomentDiff.prepare)
+  ref = model.apply(params, cache, diffusion.signal_to_spans(x, config.diffusion.scale),
+                    jnp.full((2,), schedule.num_timesteps - 1, jnp.int32),
+                    method=MomentDiff.denoise)
+  np.testing.assert_allclose(out['spans'], ref['pred_spans'][-1], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(out['scores'], jax.nn.softmax(ref['pred_logits'][-1])[..., 0],
+                             rtol=1e-5, atol=1e-6)
