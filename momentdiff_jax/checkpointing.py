@@ -29,7 +29,8 @@ class WorkdirCheckpoints:
         _dir(workdir, 'latest'),
         item_names=('params', 'train', 'data'),
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep, create=not read_only, read_only=read_only))
+            max_to_keep=max_to_keep, create=not read_only, read_only=read_only,
+            cleanup_tmp_directories=not read_only))
     self.best = ocp.CheckpointManager(
         _dir(workdir, 'best'),
         item_names=('params',),
@@ -84,6 +85,7 @@ def restore_params(workdir: str, which: str = 'best', abstract_params=None):
     if not os.path.isdir(path):
       continue
     mngr = ocp.CheckpointManager(path, item_names=('params',),
+                                 item_handlers={'params': ocp.StandardCheckpointHandler()},
                                  options=ocp.CheckpointManagerOptions(read_only=True))
     step = mngr.best_step() if name == 'best' else mngr.latest_step()
     if step is None:
@@ -91,14 +93,24 @@ def restore_params(workdir: str, which: str = 'best', abstract_params=None):
     if step is None:
       mngr.close()
       continue
-    restore = (ocp.args.StandardRestore(abstract_params) if abstract_params is not None
-               else ocp.args.StandardRestore())
+    if abstract_params is None:
+      # The saved shardings name the devices of the run that wrote the checkpoint
+      # (another process count, say); restore replicated over this process's devices.
+      abstract_params = _replicated_like(mngr.item_metadata(step)['params'])
+    restore = ocp.args.StandardRestore(abstract_params)
     params = mngr.restore(step, args=ocp.args.Composite(params=restore))['params']
     mngr.close()
     return step, params, name
   raise FileNotFoundError(
       f'No checkpoint under {os.path.join(workdir, "checkpoints")} '
       f'(looked for {" then ".join(order)}).')
+
+
+def _replicated_like(metadata):
+  from jax.sharding import Mesh, NamedSharding, PartitionSpec
+  sharding = NamedSharding(Mesh(jax.local_devices(), ('d',)), PartitionSpec())
+  return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding),
+                      metadata)
 
 
 def save_converted(workdir: str, config, params, step: int = 0):
