@@ -1,7 +1,7 @@
 """The built-in synthetic dataset (data.name='synthetic', data.dir='').
 
-Generated deterministically on first use into `$MOMENTDIFF_CACHE/synthetic_v2`
-(default `~/.cache/momentdiff_jax/synthetic_v2`) through the same writer as real
+Generated deterministically on first use into `$MOMENTDIFF_CACHE/synthetic_v3`
+(default `~/.cache/momentdiff_jax/synthetic_v3`) through the same writer as real
 data; concurrent first uses are safe (temp dir + rename, identical content).
 
 A video is a sequence of "concepts": background segments show random concepts, and
@@ -18,10 +18,10 @@ import os
 
 import numpy as np
 
-VERSION = 'synthetic_v2'
+VERSION = 'synthetic_v3'
 DEFAULTS = dict(num_train=3000, num_val=400, num_test=500, max_window_frac=0.25,
                 two_window_share=0.2, video_dim=64, text_dim=32,
-                num_concepts=16, min_clips=12, max_clips=64, noise=0.8,
+                num_concepts=12, min_clips=12, max_clips=64, noise=0.5,
                 num_fillers=40, seed=1234)
 
 
@@ -68,7 +68,7 @@ def generate_examples(num: int, split_seed: int, p: dict, world: dict):
       t += seg
     for s, e in wins:
       labels[s:e] = concept
-    # Noise norm ~ `noise` x signal norm: a clip's cosine with its concept ~0.78.
+    # Noise norm ~ `noise` x signal norm: a clip's cosine with its concept ~0.9.
     video = world['concepts'][labels] + p['noise'] * rng.normal(
         size=(n, dv)) / np.sqrt(dv)
     video = _unit(video).astype(np.float32)
