@@ -7,6 +7,8 @@ Score a prediction file alone:
 Predict and score a trained run (writes DIR/eval/<split>_{preds.jsonl,metrics.json}):
   python evaluate.py --workdir=DIR [--split=test] [--checkpoint=best|latest]
       [--sampling_steps=N] [--plots]
+Several processes (every one predicts its share; process 0 writes the files):
+  launch/local.sh 2 2 -- python evaluate.py --workdir=DIR
 
 Both print the metrics JSON, its "brief" block first.
 """
@@ -32,6 +34,10 @@ flags.DEFINE_string('dataset', 'qvhighlights',
                     'Dataset name; picks the length bins (charades*, tacos*, else '
                     'QVHighlights).')
 flags.DEFINE_string('output', None, 'Optional path to write the metrics JSON to.')
+# Multi-process workdir mode (launch/local.sh, SLURM and TPU pods are detected alone).
+flags.DEFINE_string('coordinator_address', '', 'host:port of process 0 (multi-process runs).')
+flags.DEFINE_integer('num_processes', 0, 'Number of processes (multi-process runs).')
+flags.DEFINE_integer('process_id', -1, 'This process (multi-process runs).')
 
 
 def format_metrics(metrics: dict) -> str:
@@ -78,6 +84,9 @@ def main(argv):
     if FLAGS.predictions or FLAGS.ground_truth:
       raise app.UsageError('--workdir excludes --predictions/--ground_truth.')
     # Imported here so that file scoring needs neither JAX nor a model.
+    from momentdiff_jax import mesh as mesh_lib
+    mesh_lib.maybe_initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
+                                          FLAGS.process_id)
     from momentdiff_jax import evaluation
     evaluation.evaluate_workdir(workdir=FLAGS.workdir, split=FLAGS.split,
                                 checkpoint=FLAGS.checkpoint,
