@@ -1,7 +1,7 @@
 """One handle on a built dataset for the training loop, evaluation and Predictor."""
 from typing import Iterator, Optional
 
-import numpy as np
+import os
 
 from momentdiff_jax.data import pipeline
 from momentdiff_jax.data import store
@@ -13,6 +13,10 @@ class Dataset:
   def __init__(self, config, data_dir: str):
     self.config = config
     self.data_dir = data_dir
+    if not os.path.exists(os.path.join(data_dir, 'metadata.json')):
+      raise FileNotFoundError(
+          f'data.dir={data_dir!r} is not a dataset (no metadata.json): build one with '
+          'data_prep/build_dataset.py, or use configs/synthetic.py')
     self.info = store.load_dataset_info(data_dir, use_tef=config.data.use_tef)
     self._rows = {}
 
