@@ -17,14 +17,9 @@ from momentdiff_jax.model.layers import (Linear, MultiheadAttention, PReLU, laye
 Dtype = Any
 
 
-class T2VEncoderLayer(nn.Module):
-  """Video tokens (queries, with position) attend to text tokens; FFN; LayerNorms.
-
-  The release's order differs from a plain post-norm layer: the FFN reads
-  norm1(x + attn) but its residual is added to the *un-normalized* x + attn, and only
-  then norm2 is applied. That order is kept. The release also defines a second
-  attention (`self_attn_new`) that it never calls; it has no counterpart here.
-  """
+class _AttentionFFNLayer(nn.Module):
+  """Parameters shared by both encoder layer kinds: one attention, a PReLU FFN, two
+  LayerNorms (names as in the release, so checkpoints map one to one)."""
   dim: int
   num_heads: int
   ffn_dim: int
@@ -41,6 +36,19 @@ class T2VEncoderLayer(nn.Module):
     self.drop = nn.Dropout(self.dropout)
     self.drop1 = nn.Dropout(self.dropout)
     self.drop2 = nn.Dropout(self.dropout)
+
+  def ffn(self, x: jax.Array, det: bool) -> jax.Array:
+    return self.linear2(self.drop(self.activation(self.linear1(x)), deterministic=det))
+
+
+class T2VEncoderLayer(_AttentionFFNLayer):
+  """Video tokens (queries, with position) attend to text tokens; FFN; LayerNorms.
+
+  The release's order differs from a plain post-norm layer: the FFN reads
+  norm1(x + attn) but its residual is added to the *un-normalized* x + attn, and only
+  then norm2 is applied. That order is kept. The release also defines a second
+  attention (`self_attn_new`) that it never calls; it has no counterpart here.
+  """
 
   def __call__(self, video: jax.Array, video_pos: jax.Array, text: jax.Array,
                text_pos: jax.Array, text_mask: jax.Array, train: bool) -> jax.Array:
@@ -52,35 +60,19 @@ class T2VEncoderLayer(nn.Module):
     det = not train
     a = self.self_attn(video + video_pos, text + text_pos, text, text_mask, train)
     x = video + self.drop1(a, deterministic=det)
-    h = self.linear2(self.drop(self.activation(self.linear1(self.norm1(x))), deterministic=det))
+    h = self.ffn(self.norm1(x), det)
     return self.norm2(x + self.drop2(h, deterministic=det))
 
 
-class EncoderLayer(nn.Module):
+class EncoderLayer(_AttentionFFNLayer):
   """Post-norm self-attention layer (q = k = x + pos, v = x) with a PReLU FFN."""
-  dim: int
-  num_heads: int
-  ffn_dim: int
-  dropout: float
-  dtype: Dtype = jnp.float32
-
-  def setup(self):
-    self.self_attn = MultiheadAttention(self.dim, self.num_heads, self.dropout, self.dtype)
-    self.linear1 = Linear(self.ffn_dim, kernel_init=xavier_uniform, dtype=self.dtype)
-    self.linear2 = Linear(self.dim, kernel_init=xavier_uniform, dtype=self.dtype)
-    self.norm1 = layer_norm(self.dtype)
-    self.norm2 = layer_norm(self.dtype)
-    self.activation = PReLU(self.dtype)
-    self.drop = nn.Dropout(self.dropout)
-    self.drop1 = nn.Dropout(self.dropout)
-    self.drop2 = nn.Dropout(self.dropout)
 
   def __call__(self, x: jax.Array, pos: jax.Array, mask: jax.Array, train: bool) -> jax.Array:
     """x, pos (B, L, D); mask (B, L) -> (B, L, D)."""
     det = not train
     qk = x + pos
     x = self.norm1(x + self.drop1(self.self_attn(qk, qk, x, mask, train), deterministic=det))
-    h = self.linear2(self.drop(self.activation(self.linear1(x)), deterministic=det))
+    h = self.ffn(x, det)
     return self.norm2(x + self.drop2(h, deterministic=det))
 
 
