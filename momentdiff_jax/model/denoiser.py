@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from momentdiff_jax.model.layers import (MLP, Linear, PReLU, attention, layer_norm,
+from momentdiff_jax.model.layers import (MLP, Dropout, Linear, PReLU, attention, layer_norm,
                                          xavier_uniform)
 from momentdiff_jax.model.position import span_sine_embedding, timestep_embedding
 
@@ -50,7 +50,7 @@ class CrossAttention(nn.Module):
 
   @nn.compact
   def __call__(self, q, k, v, key_mask, train: bool) -> jax.Array:
-    out = attention(q, k, v, key_mask, nn.Dropout(self.dropout, name='attn_drop'), train)
+    out = attention(q, k, v, key_mask, Dropout(self.dropout, name='attn_drop'), train)
     return Linear(self.dim, kernel_init=xavier_uniform, bias_init='zeros', dtype=self.dtype,
                   name='out_proj')(out)
 
@@ -84,9 +84,9 @@ class DecoderLayer(nn.Module):
     self.norm2 = layer_norm(self.dtype)
     self.norm3 = layer_norm(self.dtype)
     self.activation = PReLU(self.dtype)
-    self.drop = nn.Dropout(self.dropout)
-    self.drop2 = nn.Dropout(self.dropout)
-    self.drop3 = nn.Dropout(self.dropout)
+    self.drop = Dropout(self.dropout)
+    self.drop2 = Dropout(self.dropout)
+    self.drop3 = Dropout(self.dropout)
 
   def prepare(self, memory: jax.Array, pos: jax.Array) -> dict:
     """memory, pos (B, Lv, D) -> {'key': (B, Lv, H, 2D/H), 'value': (B, Lv, H, D/H)}.

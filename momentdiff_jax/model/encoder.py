@@ -11,7 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from momentdiff_jax.model.layers import (Linear, MultiheadAttention, PReLU, layer_norm,
+from momentdiff_jax.model.layers import (Dropout, Linear, MultiheadAttention, PReLU, layer_norm,
                                          xavier_uniform)
 
 Dtype = Any
@@ -33,9 +33,9 @@ class _AttentionFFNLayer(nn.Module):
     self.norm1 = layer_norm(self.dtype)
     self.norm2 = layer_norm(self.dtype)
     self.activation = PReLU(self.dtype)
-    self.drop = nn.Dropout(self.dropout)
-    self.drop1 = nn.Dropout(self.dropout)
-    self.drop2 = nn.Dropout(self.dropout)
+    self.drop = Dropout(self.dropout)
+    self.drop1 = Dropout(self.dropout)
+    self.drop2 = Dropout(self.dropout)
 
   def ffn(self, x: jax.Array, det: bool) -> jax.Array:
     return self.linear2(self.drop(self.activation(self.linear1(x)), deterministic=det))

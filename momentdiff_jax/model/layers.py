@@ -92,6 +92,33 @@ class MLP(nn.Module):
     return x
 
 
+class Dropout(nn.Module):
+  """Inverted dropout (drop with probability `rate`, scale the rest) like nn.Dropout,
+  drawing 16 random bits per element: two per threefry word instead of one.
+
+  flax's nn.Dropout draws a 32-bit uniform per element; on CPU that threefry work was
+  ~40% of a Charades training step (the 2818-d input dropout alone is 2.9M draws per
+  batch of 32). The keep probability is exact to 2^-16 and the scale uses it.
+  The bits keep x's leading dims, so a batch-sharded x gets batch-sharded bits.
+  """
+  rate: float
+
+  @nn.compact
+  def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
+    if deterministic or self.rate == 0.0:
+      return x
+    if self.rate >= 1.0:
+      return jnp.zeros_like(x)
+    threshold = min(max(int(round((1.0 - self.rate) * 65536)), 1), 65535)
+    last = x.shape[-1] if x.ndim else 1
+    words = jax.random.bits(self.make_rng('dropout'), x.shape[:-1] + ((last + 1) // 2,),
+                            jnp.uint32)
+    bits = jax.lax.bitcast_convert_type(words, jnp.uint16)          # (..., last/2, 2)
+    bits = bits.reshape(x.shape[:-1] + (-1,))[..., :last].reshape(x.shape)
+    scale = jnp.asarray(65536.0 / threshold, x.dtype)
+    return jnp.where(bits < jnp.uint16(threshold), x * scale, jnp.zeros((), x.dtype))
+
+
 class InputProjection(nn.Module):
   """One block of an input projection: LayerNorm -> Dropout -> Linear (-> ReLU).
 
@@ -106,13 +133,13 @@ class InputProjection(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     x = layer_norm(self.dtype, name='LayerNorm')(x)
-    x = nn.Dropout(self.dropout)(x, deterministic=not train)
+    x = Dropout(self.dropout)(x, deterministic=not train)
     x = Linear(self.features, dtype=self.dtype, name='net_1')(x)
     return nn.relu(x) if self.relu else x
 
 
 def ffn_block(x: jax.Array, linear1: Linear, activation: PReLU, linear2: Linear,
-              norm: nn.LayerNorm, drop_inner: nn.Dropout, drop_out: nn.Dropout,
+              norm: nn.LayerNorm, drop_inner: 'Dropout', drop_out: 'Dropout',
               train: bool) -> jax.Array:
   """Post-norm FFN: norm(x + drop(linear2(drop(act(linear1(x))))))."""
   h = linear2(drop_inner(activation(linear1(x)), deterministic=not train))
@@ -120,7 +147,7 @@ def ffn_block(x: jax.Array, linear1: Linear, activation: PReLU, linear2: Linear,
 
 
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: Optional[jax.Array],
-              dropout: nn.Dropout, train: bool) -> jax.Array:
+              dropout: 'Dropout', train: bool) -> jax.Array:
   """Multi-head scaled dot-product attention on already projected, head-split inputs.
 
   Args:
@@ -166,7 +193,7 @@ class MultiheadAttention(nn.Module):
     self.v_proj = Linear(self.dim, kernel_init=in_init, bias_init='zeros', dtype=self.dtype)
     self.out_proj = Linear(self.dim, kernel_init=xavier_uniform, bias_init='zeros',
                            dtype=self.dtype)
-    self.attn_drop = nn.Dropout(self.dropout)
+    self.attn_drop = Dropout(self.dropout)
 
   def __call__(self, query: jax.Array, key: jax.Array, value: jax.Array,
                key_mask: Optional[jax.Array], train: bool) -> jax.Array:

@@ -24,7 +24,8 @@ import numpy as np
 
 from momentdiff_jax.model.denoiser import Denoiser
 from momentdiff_jax.model.encoder import Encoder, T2VEncoder
-from momentdiff_jax.model.layers import MLP, InputProjection, Linear, layer_norm, xavier_uniform
+from momentdiff_jax.model.layers import (MLP, Dropout, InputProjection, Linear, layer_norm,
+                                         xavier_uniform)
 from momentdiff_jax.model.position import video_position_embedding
 
 Dtype = Any
@@ -47,7 +48,7 @@ class TextPosition(nn.Module):
                      param_dtype=jnp.float32, name='position_embeddings').embedding
     x = text + table[:text.shape[1]].astype(self.dtype)[None]
     x = layer_norm(self.dtype, name='LayerNorm')(x)
-    return nn.Dropout(self.dropout)(x, deterministic=not train)
+    return Dropout(self.dropout)(x, deterministic=not train)
 
 
 class MomentDiff(nn.Module):
