@@ -1,0 +1,312 @@
+"""Training and inference speed at the Charades-STA SlowFast+CLIP shapes.
+
+  python benchmarks/speed.py [--output=speed.json] [--dtype=float32|bfloat16]
+
+Shapes: Dv 2818, Dt 512, N_r 5, configs/charades.py hyper-parameters; video lengths
+follow the real Charades-STA durations (1 clip/s, from ../shared/data/annotations/
+charades when present, else a fixed log-normal fit of them), query lengths are
+words + 2 capped at 32; feature values are random. Training batches (32) are cut by
+the input pipeline's own bucket plan (`data.length_buckets`), inference batches
+(`--infer_batch`, 64 on CPU) by its eval plan; each measured bucket is weighted by
+its share of the batches, so the rates are per epoch of Charades-STA.
+
+Per device count it prints: compile time of the train step and of the sampler; train
+examples/s; inference queries/s for sampling steps 1, 2, 10, 50, 100 (the condition
+and the decoder keys/values computed once per query, the scan only runs the N_r
+rows); FLOPs per train example and per query from XLA's cost analysis and the
+achieved GFLOP/s next to the roof (`--roof_gflops`, ~210 on a 2-core CPU); peak
+memory (device memory_stats on accelerators, process RSS on CPU).
+"""
+import argparse
+import json
+import math
+import os
+import resource
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+import speed_inputs as inputs
+from configs import charades
+from momentdiff_jax import diffusion
+from momentdiff_jax import train as train_lib
+from momentdiff_jax import train_step as ts
+
+VIDEO_DIM, TEXT_DIM = 2818, 512
+RELEASE = {'train_examples_per_s': 30.0, 'infer_queries_per_s': {'10': 63.0, '50': 13.0},
+           'train_gflop_per_example_at_80_clips': 3.8,
+           'infer_gflop_per_query': {'10': 2.1, '50': 8.2}}
+
+
+def _flops(compiled) -> float:
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0]
+  return float(cost.get('flops', 0.0)) if cost else 0.0
+
+
+def _timeit(fn, iters: int) -> float:
+  """Seconds per call: one untimed warm-up call, then the mean over `iters`."""
+  jax.block_until_ready(fn())
+  t = time.perf_counter()
+  for _ in range(iters):
+    out = fn()
+  jax.block_until_ready(out)
+  return (time.perf_counter() - t) / iters
+
+
+def matmul_roof_gflops(device, dtype, n: int) -> float:
+  """Achieved GFLOP/s of one large square matmul on `device`: this machine's roof."""
+  a = jax.device_put(jnp.ones((n, n), dtype), device)
+  f = jax.jit(lambda a: a @ a)
+  return 2 * n ** 3 / _timeit(lambda: f(a), 5) / 1e9
+
+
+def peak_memory_bytes(devices) -> tuple[int, str]:
+  stats = [d.memory_stats() or {} for d in devices] if devices[0].platform != 'cpu' else []
+  peaks = [s.get('peak_bytes_in_use', 0) for s in stats]
+  if peaks and max(peaks) > 0:
+    return int(max(peaks)), 'device peak_bytes_in_use'
+  # ru_maxrss is in KiB on Linux.
+  return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, 'process peak RSS'
+
+
+def bench_train(model, config, params, mesh, mix, lengths, args, log):
+  """Compile + time the train step on each bucket of `mix`; weighted rates."""
+  repl, data = NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))
+  schedule = diffusion.make_schedule(config.diffusion)
+  tx = ts.make_optimizer(config, 100)
+  step = jax.jit(ts.make_train_step(model, config, schedule, tx),
+                 in_shardings=(repl, data, repl), out_shardings=(repl, repl),
+                 donate_argnums=(0,))
+  params = jax.tree.map(jnp.copy, params)  # the state is donated; keep the caller's
+  state = ts.TrainState(step=jax.device_put(jnp.zeros((), jnp.int32), repl),
+                        params=params, opt_state=jax.jit(tx.init, out_shardings=repl)(params))
+  rng = jax.random.PRNGKey(0)
+  rows = {}
+  for lv, share in mix.items():
+    batch = inputs.train_batch(np.random.default_rng(lv), args.train_batch, lv, lengths, config)
+    batch = jax.device_put(batch, data)
+    t0 = time.perf_counter()
+    compiled = step.lower(state, batch, rng).compile()
+    compile_s = time.perf_counter() - t0
+    flops = _flops(compiled)
+    holder = [state]
+
+    def run():
+      holder[0], parts = compiled(holder[0], batch, rng)
+      return parts['total']
+
+    sec = _timeit(run, args.train_iters)
+    state = holder[0]
+    rows[lv] = dict(share=share, compile_s=compile_s, step_s=sec,
+                    gflop_per_example=flops * mesh.size / args.train_batch / 1e9,
+                    gflops=flops * mesh.size / sec / 1e9)
+    log(f'  train  Lv={lv:3d} ({share:5.1%} of batches): compile {compile_s:5.1f}s  '
+        f'{args.train_batch / sec:7.1f} ex/s  {rows[lv]["gflop_per_example"]:.2f} '
+        f'GFLOP/ex  {rows[lv]["gflops"]:.0f} GFLOP/s')
+  mean_step = sum(r['share'] * r['step_s'] for r in rows.values())
+  gflop_ex = sum(r['share'] * r['gflop_per_example'] for r in rows.values())
+  return dict(examples_per_s=args.train_batch / mean_step,
+              compile_s=sum(r['compile_s'] for r in rows.values()),
+              gflop_per_example=gflop_ex, gflops=gflop_ex * args.train_batch / mean_step,
+              buckets={str(k): v for k, v in rows.items()})
+
+
+def bench_infer(model, config, params, mesh, mix, lengths, args, log):
+  """Compile + time the sampler per step count and bucket; weighted queries/s."""
+  data = NamedSharding(mesh, P('data'))
+  schedule = diffusion.make_schedule(config.diffusion)
+  rng = jax.random.PRNGKey(1)
+  per_steps, flops_q, compile_s = {}, {}, {}
+  batches = {lv: jax.device_put(inputs.infer_batch(np.random.default_rng(lv), args.infer_batch,
+                                                   lv, lengths), data) for lv in mix}
+  for steps in args.steps:
+    sample = jax.jit(ts.make_sample_fn(model, config, schedule, steps))
+    mean_s, gflop, csum = 0.0, 0.0, 0.0
+    for lv, share in mix.items():
+      b = batches[lv]
+      argv = (params, b['video_feat'], b['video_mask'], b['query_feat'], b['query_mask'], rng)
+      t0 = time.perf_counter()
+      compiled = sample.lower(*argv).compile()
+      csum += time.perf_counter() - t0
+      sec = _timeit(lambda: compiled(*argv)['spans'], args.infer_iters)
+      mean_s += share * sec
+      gflop += share * _sampler_flops(model, config, schedule, params, b, steps, mesh)
+    per_steps[str(steps)] = args.infer_batch / mean_s
+    flops_q[str(steps)] = gflop / args.infer_batch / 1e9
+    compile_s[str(steps)] = csum
+    log(f'  infer  {steps:3d} steps: compile {csum:5.1f}s  {per_steps[str(steps)]:9.1f} q/s  '
+        f'{flops_q[str(steps)]:.3f} GFLOP/q  '
+        f'{flops_q[str(steps)] * per_steps[str(steps)]:.0f} GFLOP/s')
+  return dict(queries_per_s=per_steps, gflop_per_query=flops_q, compile_s=compile_s)
+
+
+_PIECE_FLOPS = {}
+
+
+def _sampler_flops(model, config, schedule, params, b, steps, mesh):
+  """FLOPs of a whole sampling call: condition once + `steps` denoiser steps.
+
+  XLA's cost analysis counts a while loop's body once, whatever its trip count, so
+  the sampler's scan is costed as two pieces: the condition (encode + prepare) and
+  one step (denoise + DDIM update), both compiled alone on the same shapes.
+  """
+  key = (b['video_feat'].shape, mesh.size)
+  if key not in _PIECE_FLOPS:
+    one = jax.jit(ts.make_sample_fn(model, config, schedule, 1))
+    two = jax.jit(ts.make_sample_fn(model, config, schedule, 2))
+    argv = (params, b['video_feat'], b['video_mask'], b['query_feat'], b['query_mask'],
+            jax.random.PRNGKey(0))
+    f1 = _flops(one.lower(*argv).compile())
+    f2 = _flops(two.lower(*argv).compile())
+    if f2 > f1 * 1.01:   # loop unrolled or trip count known: the difference is one step
+      _PIECE_FLOPS[key] = (f1 - (f2 - f1), f2 - f1)
+    else:
+      _PIECE_FLOPS[key] = _pieces(model, config, params, b)
+  cond, step = _PIECE_FLOPS[key]
+  return (cond + steps * step) * mesh.size
+
+
+def _pieces(model, config, params, b):
+  from momentdiff_jax.model import MomentDiff
+
+  def cond_fn(params, vf, vm, qf, qm):
+    cond = model.apply(params, vf, vm, qf, qm, train=False, method=MomentDiff.encode)
+    return model.apply(params, cond, method=MomentDiff.prepare), cond['saliency']
+
+  argv = (params, b['video_feat'], b['video_mask'], b['query_feat'], b['query_mask'])
+  c = jax.jit(cond_fn).lower(*argv).compile()
+  cache = jax.eval_shape(cond_fn, *argv)[0]
+  n = config.diffusion.num_spans
+  bsz = b['video_feat'].shape[0]
+
+  def step_fn(params, cache, spans, t):
+    out = model.apply(params, cache, spans, t, train=False, method=MomentDiff.denoise)
+    return out['pred_logits'][-1], out['pred_spans'][-1]
+
+  s = jax.jit(step_fn).lower(params, cache, jax.ShapeDtypeStruct((bsz, n, 2), jnp.float32),
+                             jax.ShapeDtypeStruct((bsz,), jnp.int32)).compile()
+  return _flops(c), _flops(s)
+
+
+def main():
+  ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  ap.add_argument('--output', default='', help='Also write the figures as JSON here.')
+  ap.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'])
+  ap.add_argument('--train_batch', type=int, default=32)
+  ap.add_argument('--infer_batch', type=int, default=0,
+                  help='Queries per sampler call (default: 64 on CPU, 1024 on accelerators).')
+  ap.add_argument('--steps', default='1,2,10,50,100')
+  ap.add_argument('--train_iters', type=int, default=0, help='Timed steps per bucket.')
+  ap.add_argument('--infer_iters', type=int, default=0, help='Timed calls per bucket.')
+  ap.add_argument('--min_share', type=float, default=0.02,
+                  help='Buckets with a smaller share of batches are not measured; '
+                       'the measured shares are renormalized.')
+  ap.add_argument('--device_counts', default='',
+                  help='Comma list (default: powers of two up to all devices).')
+  ap.add_argument('--parts', default='infer,train',
+                  help='What to measure, in this order (a GPU compiles the train step '
+                       'for ~40 s per bucket: put the part you need first).')
+  ap.add_argument('--roof_gflops', type=float, default=210.0,
+                  help='Roof printed beside the achieved GFLOP/s (a large fp32 matmul).')
+  ap.add_argument('--annotations', default=os.path.join(ROOT, '..', 'shared', 'data',
+                                                        'annotations', 'charades'))
+  args = ap.parse_args()
+  args.steps = [int(s) for s in args.steps.split(',')]
+  devices = jax.devices()
+  accel = devices[0].platform != 'cpu'
+  args.infer_batch = args.infer_batch or (1024 if accel else 64)
+  args.train_iters = args.train_iters or (20 if accel else 3)
+  args.infer_iters = args.infer_iters or (20 if accel else 2)
+  counts = ([int(c) for c in args.device_counts.split(',')] if args.device_counts else
+            [2 ** k for k in range(int(math.log2(len(devices))) + 1)])
+  log = lambda s: print(s, flush=True)
+
+  config = charades.get_config()
+  config.model.dtype = args.dtype
+  lengths = inputs.load_lengths(args.annotations, config.data.max_v_l, config.data.max_q_l)
+  train_mix, mean_padded = inputs.train_mix(lengths, config, args.train_batch, args.min_share)
+  infer_mix = inputs.infer_mix(lengths, config, args.infer_batch, args.min_share)
+  device_name = f'{len(devices)} x {devices[0].device_kind} ({devices[0].platform})'
+  log(f'device: {device_name}; jax {jax.__version__}; dtype {args.dtype}; '
+      f'lengths from {lengths["source"]}')
+  log(f'train batches: mean padded length {mean_padded:.1f} clips (release: 63, padded to '
+      f'the longest video); measured buckets {train_mix}; '
+      f'infer batch {args.infer_batch}, buckets {infer_mix}')
+  model = train_lib.create_model(config, VIDEO_DIM, TEXT_DIM)
+  roof = matmul_roof_gflops(devices[0], jnp.dtype(args.dtype), 8192 if accel else 2048)
+  log(f'roof: one {8192 if accel else 2048}^2 {args.dtype} matmul runs at {roof:.0f} GFLOP/s '
+      f'on one device here (the release machine: ~{args.roof_gflops:.0f})')
+
+  results = {}
+  for n in counts:
+    mesh = Mesh(np.asarray(devices[:n]), ('data',))
+    repl = NamedSharding(mesh, P())
+    params = jax.jit(lambda r: train_lib.init_params(model, config, r, VIDEO_DIM, TEXT_DIM),
+                     out_shardings=repl)(jax.random.PRNGKey(0))
+    log(f'== {n} device(s)')
+    parts = args.parts.split(',')
+    empty_tr = dict(examples_per_s=None, compile_s=None, gflop_per_example=None, gflops=None)
+    empty_inf = dict(queries_per_s={}, gflop_per_query={}, compile_s={})
+    tr, inf = empty_tr, empty_inf
+    for part in parts:
+      if part == 'infer':
+        inf = bench_infer(model, config, params, mesh, infer_mix, lengths, args, log)
+      elif part == 'train':
+        tr = bench_train(model, config, params, mesh, train_mix, lengths, args, log)
+    mem, mem_kind = peak_memory_bytes(devices[:n])
+    if tr['examples_per_s']:
+      log(f'  train {tr["examples_per_s"]:.1f} ex/s (release CPU: 30), '
+          f'{tr["gflop_per_example"]:.2f} GFLOP/ex, {tr["gflops"]:.0f} GFLOP/s '
+          f'(matmul roof {roof:.0f} per device); compile {tr["compile_s"]:.1f}s')
+    log('  infer ' + ', '.join(f'{k} steps {v:.0f} q/s' for k, v in inf['queries_per_s'].items())
+        + ' (release CPU: 10 steps 63, 50 steps 13)')
+    log(f'  peak memory {mem / 2**20:.0f} MiB ({mem_kind})')
+    results[str(n)] = dict(train=tr, infer=inf, peak_memory_bytes=mem,
+                           peak_memory_kind=mem_kind)
+
+  top = results[str(counts[-1])]
+  out = {
+      'device': device_name,
+      'device_count': counts[-1],
+      'dtype': args.dtype,
+      'jax_version': jax.__version__,
+      'train_examples_per_s': top['train']['examples_per_s'],
+      'infer_queries_per_s': top['infer']['queries_per_s'],
+      'train_compile_s': top['train']['compile_s'],
+      # The slowest over the step counts (one compile per bucket each); per count below.
+      'sampler_compile_s': max(top['infer']['compile_s'].values(), default=None),
+      'sampler_compile_s_by_steps': top['infer']['compile_s'],
+      'train_gflop_per_example': top['train']['gflop_per_example'],
+      'infer_gflop_per_query': top['infer']['gflop_per_query'],
+      'train_gflops_achieved': top['train']['gflops'],
+      'infer_gflops_achieved': {k: top['infer']['gflop_per_query'][k] * v
+                                for k, v in top['infer']['queries_per_s'].items()},
+      'roof_gflops': args.roof_gflops,
+      'roof_gflops_measured': roof,
+      'peak_memory_bytes': top['peak_memory_bytes'],
+      'train_batch': args.train_batch, 'infer_batch': args.infer_batch,
+      'train_mean_padded_clips': mean_padded,
+      'train_bucket_shares': {str(k): v for k, v in train_mix.items()},
+      'infer_bucket_shares': {str(k): v for k, v in infer_mix.items()},
+      'lengths_source': lengths['source'],
+      'release_cpu': RELEASE,
+      'per_device_count': results,
+  }
+  if args.output:
+    with open(args.output, 'w') as f:
+      json.dump(out, f, indent=1)
+    log(f'wrote {args.output}')
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,116 @@
+"""Inputs of benchmarks/speed.py: Charades-STA lengths, bucket shares, random batches."""
+import glob
+import json
+import os
+
+import numpy as np
+
+from momentdiff_jax.data import pipeline
+
+
+def load_lengths(annotation_dir: str, max_v_l: int, max_q_l: int, seed: int = 0) -> dict:
+  """Clip counts (1 clip/s) and query token counts (words + 2, capped) per split.
+
+  Falls back to a log-normal fit of the Charades-STA durations (median 30 s, 99th
+  percentile ~62 s, 5..194 s) and 4..10-word queries when the annotations are absent.
+  """
+  out = {}
+  for split in ('train', 'test'):
+    files = sorted(glob.glob(os.path.join(annotation_dir, f'*{split}*.jsonl')))
+    if not files:
+      break
+    rows = [json.loads(l) for l in open(files[0]) if l.strip()]
+    out[split] = (np.array([r['duration'] for r in rows], np.float64),
+                  np.array([len(r['query'].split()) for r in rows], np.int64))
+  if len(out) == 2:
+    source = os.path.normpath(annotation_dir)
+  else:
+    rng = np.random.default_rng(seed)
+    source = 'log-normal fit of Charades-STA (annotations not found)'
+    for split, n in (('train', 12404), ('test', 3720)):
+      dur = np.clip(np.exp(rng.normal(np.log(30.0), 0.3, n)), 5.0, 194.0)
+      out[split] = (dur, rng.integers(4, 11, n))
+  res = {'source': source}
+  for split, (dur, words) in out.items():
+    res[f'{split}_clips'] = np.minimum(np.ceil(dur).astype(np.int64), max_v_l)
+    res[f'{split}_query_len'] = np.minimum(words + 2, max_q_l)
+  return res
+
+
+def _shares(bucket_ids, buckets, min_share):
+  counts = np.bincount(bucket_ids, minlength=len(buckets)) / len(bucket_ids)
+  keep = {int(buckets[b]): float(c) for b, c in enumerate(counts) if c >= min_share}
+  total = sum(keep.values())
+  return {k: v / total for k, v in keep.items()}
+
+
+def train_mix(lengths, config, batch_size: int, min_share: float):
+  """{bucket length: share of training batches} of one epoch of the pipeline's plan,
+  and the mean padded length over all its batches."""
+  buckets = sorted(config.data.length_buckets)
+  ids = pipeline.bucket_of(lengths['train_clips'], buckets)
+  plan = pipeline.epoch_plan(ids, np.arange(len(ids)), batch_size, 0, 0, len(buckets))
+  batch_buckets = np.array([b for b, _ in plan])
+  mean_padded = float(np.mean(np.asarray(buckets)[batch_buckets]))
+  return _shares(batch_buckets, buckets, min_share), mean_padded
+
+
+def infer_mix(lengths, config, batch_size: int, min_share: float):
+  """{bucket length: share of inference batches} of the eval plan on the test split."""
+  buckets = sorted(config.data.length_buckets)
+  ids = np.sort(pipeline.bucket_of(lengths['test_clips'], buckets))
+  n = -(-len(ids) // batch_size)
+  batch_buckets = np.array([ids[k * batch_size:(k + 1) * batch_size].max() for k in range(n)])
+  return _shares(batch_buckets, buckets, min_share)
+
+
+def _pick(rng, clips, lv, buckets, n):
+  """`n` clip counts of videos that land in bucket `lv` (the longest ones otherwise)."""
+  lo = max([b for b in buckets if b < lv], default=0)
+  pool = clips[(clips > lo) & (clips <= lv)]
+  if len(pool) == 0:
+    pool = np.array([lv])
+  return rng.choice(pool, n)
+
+
+def _features(rng, b, lv, num_clips, q_lens, dv, dt, lq):
+  vmask = (np.arange(lv)[None] < num_clips[:, None]).astype(np.float32)
+  qmask = (np.arange(lq)[None] < q_lens[:, None]).astype(np.float32)
+  vf = rng.standard_normal((b, lv, dv), np.float32) * vmask[..., None]
+  qf = rng.standard_normal((b, lq, dt), np.float32) * qmask[..., None]
+  return vf, vmask, qf, qmask
+
+
+def infer_batch(rng, b, lv, lengths, dv=2818, dt=512, lq=32, buckets=(32, 64, 96, 128, 200)):
+  num_clips = _pick(rng, lengths['test_clips'], lv, buckets, b)
+  q_lens = rng.choice(lengths['test_query_len'], b)
+  vf, vm, qf, qm = _features(rng, b, lv, num_clips, q_lens, dv, dt, lq)
+  return {'video_feat': vf, 'video_mask': vm, 'query_feat': qf, 'query_mask': qm}
+
+
+def train_batch(rng, b, lv, lengths, config, dv=2818, dt=512):
+  """A training batch of the pipeline's layout (docs/DESIGN.md), one GT window each."""
+  lq, m = config.data.max_q_l, config.data.max_windows
+  num_clips = _pick(rng, lengths['train_clips'], lv, sorted(config.data.length_buckets), b)
+  q_lens = rng.choice(lengths['train_query_len'], b)
+  vf, vm, qf, qm = _features(rng, b, lv, num_clips, q_lens, dv, dt, lq)
+  st = (rng.uniform(0, 0.7, b) * num_clips).astype(np.int64)
+  ed = np.minimum(st + np.maximum((rng.uniform(0.1, 0.4, b) * num_clips).astype(np.int64), 1),
+                  num_clips)
+  spans = np.zeros((b, m, 2), np.float32)
+  spans[:, 0, 0] = (st + ed) / 2 / num_clips
+  spans[:, 0, 1] = (ed - st) / num_clips
+  span_mask = np.zeros((b, m), np.float32)
+  span_mask[:, 0] = 1
+  idx = np.arange(lv)[None]
+  labels = ((idx >= st[:, None]) & (idx < ed[:, None])).astype(np.float32)
+  p = config.data.num_saliency_pairs
+  pos = st[:, None] + (rng.uniform(size=(b, p)) * (ed - st)[:, None]).astype(np.int64)
+  neg = (rng.uniform(size=(b, p)) * num_clips[:, None]).astype(np.int64)
+  # Negatives inside the window move to the first or last clip.
+  neg = np.where((neg >= st[:, None]) & (neg < ed[:, None]),
+                 np.where(st[:, None] > 0, 0, num_clips[:, None] - 1), neg)
+  return {'video_feat': vf, 'video_mask': vm, 'query_feat': qf, 'query_mask': qm,
+          'span_targets': spans, 'span_mask': span_mask, 'saliency_labels': labels,
+          'saliency_pos_idx': pos.astype(np.int32), 'saliency_neg_idx': neg.astype(np.int32),
+          'example_mask': np.ones((b,), np.float32)}
