@@ -23,7 +23,9 @@ def load_lengths(annotation_dir: str, max_v_l: int, max_q_l: int, seed: int = 0)
     out[split] = (np.array([r['duration'] for r in rows], np.float64),
                   np.array([len(r['query'].split()) for r in rows], np.int64))
   if len(out) == 2:
-    source = os.path.normpath(annotation_dir)
+    # Named by folder, not absolute path: results are shared between machines.
+    source = 'Charades-STA annotations (' + '/'.join(
+        os.path.normpath(annotation_dir).split(os.sep)[-3:]) + ')'
   else:
     rng = np.random.default_rng(seed)
     source = 'log-normal fit of Charades-STA (annotations not found)'
