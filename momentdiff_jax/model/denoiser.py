@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from momentdiff_jax.model.layers import (MLP, Dropout, Linear, PReLU, attention, layer_norm,
-                                         xavier_uniform)
+                                         prelu_ffn, xavier_uniform)
 from momentdiff_jax.model.position import span_sine_embedding, timestep_embedding
 
 Dtype = Any
@@ -112,7 +112,7 @@ class DecoderLayer(nn.Module):
     q = jnp.concatenate([_heads(q, h), _heads(self.ca_qpos_sine_proj(query_sine), h)], axis=-1)
     a = self.cross_attn(q, cache['key'], cache['value'], mask, train)
     tgt = self.norm2(tgt + self.drop2(a, deterministic=det))
-    f = self.linear2(self.drop(self.activation(self.linear1(tgt)), deterministic=det))
+    f = prelu_ffn(tgt, self.linear1, self.activation, self.linear2, self.drop, det)
     return self.norm3(tgt + self.drop3(f, deterministic=det))
 
 

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from momentdiff_jax.model.layers import (Dropout, Linear, MultiheadAttention, PReLU, layer_norm,
-                                         xavier_uniform)
+                                         prelu_ffn, xavier_uniform)
 
 Dtype = Any
 
@@ -38,7 +38,7 @@ class _AttentionFFNLayer(nn.Module):
     self.drop2 = Dropout(self.dropout)
 
   def ffn(self, x: jax.Array, det: bool) -> jax.Array:
-    return self.linear2(self.drop(self.activation(self.linear1(x)), deterministic=det))
+    return prelu_ffn(x, self.linear1, self.activation, self.linear2, self.drop, det)
 
 
 class T2VEncoderLayer(_AttentionFFNLayer):

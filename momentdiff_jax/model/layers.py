@@ -138,12 +138,11 @@ class InputProjection(nn.Module):
     return nn.relu(x) if self.relu else x
 
 
-def ffn_block(x: jax.Array, linear1: Linear, activation: PReLU, linear2: Linear,
-              norm: nn.LayerNorm, drop_inner: 'Dropout', drop_out: 'Dropout',
-              train: bool) -> jax.Array:
-  """Post-norm FFN: norm(x + drop(linear2(drop(act(linear1(x))))))."""
-  h = linear2(drop_inner(activation(linear1(x)), deterministic=not train))
-  return norm(x + drop_out(h, deterministic=not train))
+def prelu_ffn(x: jax.Array, linear1: Linear, activation: PReLU, linear2: Linear,
+              drop: 'Dropout', det: bool) -> jax.Array:
+  """The release's FFN body, linear2(drop(prelu(linear1(x)))); residual and norm are
+  the caller's, since the layers place them differently."""
+  return linear2(drop(activation(linear1(x)), deterministic=det))
 
 
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: Optional[jax.Array],
