@@ -49,9 +49,12 @@ class MetricsWriter:
       return
     if os.path.exists(self.path):
       # Rows past the restored step come from a run that died before its next
-      # checkpoint; the resumed run writes them again.
+      # checkpoint, and the final report is redone at the end: the resumed run writes
+      # them again.
       with open(self.path) as f:
-        keep = [l for l in f if l.strip() and json.loads(l)['step'] <= resume_step]
+        rows = [json.loads(l) for l in f if l.strip()]
+      keep = [json.dumps(r) + '\n' for r in rows if r['step'] <= resume_step
+              and not any(k.startswith('final_') for k in r)]
       with open(self.path, 'w') as f:
         f.writelines(keep)
     if tensorboard:

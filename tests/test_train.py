@@ -108,3 +108,14 @@ def test_evaluate_and_predictor_on_trained_workdir(tmp_path):
     assert len(out['pred_saliency_scores']) == clips
   with pytest.raises(ValueError, match='dims'):
     p.predict(np.zeros((5, p.feature_dim + 1)), np.zeros((3, p.config.text_dim)), 5.0)
+
+
+def test_metrics_writer_drops_rows_a_resumed_run_rewrites(tmp_path):
+  from momentdiff_jax import train
+  rows = [{'step': 5, 'train/total': 1.0}, {'step': 10, 'train/total': 0.5},
+          {'step': 15, 'train/total': 0.4}, {'step': 10, 'final_test/MR-full-mAP': 3.0}]
+  with open(tmp_path / 'metrics.jsonl', 'w') as f:
+    f.writelines(json.dumps(r) + '\n' for r in rows)
+  w = train.MetricsWriter(str(tmp_path), resume_step=10, tensorboard=False)
+  w.write(15, {'train/total': 0.41, 'val/MR-short-mAP': None})
+  assert _rows(tmp_path) == rows[:2] + [{'step': 15, 'train/total': 0.41}]
