@@ -38,25 +38,18 @@ def make_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation
   return optax.chain(*chain)
 
 
-def _encode(model, params, batch, query_feat, query_mask, train, rng):
-  return model.apply(params, batch['video_feat'], batch['video_mask'], query_feat,
-                     query_mask, train=train, method=MomentDiff.encode,
-                     rngs={'dropout': rng} if train else {})
-
-
 def loss_fn(params, model: MomentDiff, config, schedule: diffusion.Schedule,
             batch: dict[str, jax.Array], rng: jax.Array):
   """Total loss and its parts for one batch (global under jit).
 
   The negative pair for L_sim pairs every video with the next example's text
-  (example i gets the text of i + 1), as the release does; only its saliency is used, so the
-  decoder never runs on it.
+  (example i gets the text of i + 1) after one shared input projection, as the release
+  does; only its saliency is used, so the decoder never runs on it.
   """
-  r_enc, r_neg, r_tgt, r_t, r_noise, r_dec = jax.random.split(rng, 6)
-  cond = _encode(model, params, batch, batch['query_feat'], batch['query_mask'], True, r_enc)
-  neg_q = jnp.roll(batch['query_feat'], -1, axis=0)
-  neg_m = jnp.roll(batch['query_mask'], -1, axis=0)
-  cond_neg = _encode(model, params, batch, neg_q, neg_m, True, r_neg)
+  r_enc, r_tgt, r_t, r_noise, r_dec = jax.random.split(rng, 5)
+  cond, sal_neg = model.apply(params, batch['video_feat'], batch['video_mask'],
+                              batch['query_feat'], batch['query_mask'], train=True,
+                              method=MomentDiff.encode_with_negative, rngs={'dropout': r_enc})
 
   dcfg = config.diffusion
   bsz = batch['video_feat'].shape[0]
@@ -73,7 +66,7 @@ def loss_fn(params, model: MomentDiff, config, schedule: diffusion.Schedule,
   vmr = losses_lib.vmr_losses(out['pred_logits'], out['pred_spans'], batch['span_targets'],
                               batch['span_mask'], config.loss, config.matcher,
                               example_mask=batch.get('example_mask'))
-  sal = losses_lib.saliency_losses(cond['saliency'], cond_neg['saliency'],
+  sal = losses_lib.saliency_losses(cond['saliency'], sal_neg,
                                    batch['video_mask'], batch['saliency_labels'],
                                    batch['saliency_pos_idx'], batch['saliency_neg_idx'],
                                    config.loss, example_mask=batch.get('example_mask'))

@@ -157,3 +157,20 @@ def test_one_step_sampler_is_one_denoiser_call(setup):
   np.testing.assert_allclose(out['spans'], ref['pred_spans'][-1], rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(out['scores'], jax.nn.softmax(ref['pred_logits'][-1])[..., 0],
                              rtol=1e-5, atol=1e-6)
+
+
+def test_negative_pair_pass(setup):
+  """encode_with_negative == encode on the pair, and on each video with the next text."""
+  config, model, schedule, params = setup
+  from momentdiff_jax.model import MomentDiff
+  b = {k: jnp.asarray(v) for k, v in fixed_batch(3).items()}
+  args = (b['video_feat'], b['video_mask'], b['query_feat'], b['query_mask'])
+  cond, sal_neg = model.apply(params, *args, method=MomentDiff.encode_with_negative)
+  ref = model.apply(params, *args, method=MomentDiff.encode)
+  neg = model.apply(params, b['video_feat'], b['video_mask'],
+                    jnp.asarray(np.roll(b['query_feat'], -1, 0)),
+                    jnp.asarray(np.roll(b['query_mask'], -1, 0)), method=MomentDiff.encode)
+  np.testing.assert_allclose(cond['saliency'], ref['saliency'], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(cond['memory'], ref['memory'], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(sal_neg, neg['saliency'], rtol=1e-5, atol=1e-6)
+  assert not np.allclose(sal_neg, cond['saliency'])

@@ -105,20 +105,42 @@ class MomentDiff(nn.Module):
        dropped, as the release's decoder memory), 'pos': (B, Lv, D) clip sine
        positions, 'mask': (B, Lv), 'saliency': (B, Lv) float32 clip scores}.
     """
-    d, dtype = self.config.hidden_dim, self._dtype
+    vid, txt, pos_txt = self._project(video_feat, query_feat, train)
+    return self._fuse(vid, video_mask, txt, pos_txt, query_mask, train)
+
+  def encode_with_negative(self, video_feat: jax.Array, video_mask: jax.Array,
+                           query_feat: jax.Array, query_mask: jax.Array,
+                           train: bool = False) -> tuple[dict, jax.Array]:
+    """`encode` plus the negative pair's saliency (B, Lv) for L_sim, as the release's
+    training forward: inputs are projected once (one dropout draw), and the negative
+    pass pairs each video with the projected text of the next example in the batch
+    (text positions are the positive pass's, as the release reuses them)."""
+    vid, txt, pos_txt = self._project(video_feat, query_feat, train)
+    cond = self._fuse(vid, video_mask, txt, pos_txt, query_mask, train)
+    neg = self._fuse(vid, video_mask, jnp.roll(txt, -1, axis=0), pos_txt,
+                     jnp.roll(query_mask, -1, axis=0), train)
+    return cond, neg['saliency']
+
+  def _project(self, video_feat, query_feat, train: bool):
+    """Input projections: (B, Lv, Dv), (B, Lt, Dt) -> (B, Lv, D), (B, Lt, D), text pos."""
+    dtype = self._dtype
     vid = video_feat.astype(dtype)
     for block in self.input_vid_proj:
       vid = block(vid, train)
     txt = query_feat.astype(dtype)
     for block in self.input_txt_proj:
       txt = block(txt, train)
-    pos_vid = video_position_embedding(video_mask, d).astype(dtype)
     if self.config.text_position == 'learned':
       pos_txt = self.txt_position_embed(txt, train)
     else:
       pos_txt = jnp.zeros_like(txt)
-    vid = self.t2v_encoder(vid, pos_vid, txt, pos_txt, query_mask, train)
+    return vid, txt, pos_txt
 
+  def _fuse(self, vid, video_mask, txt, pos_txt, query_mask, train: bool) -> dict:
+    """Condition generator + encoder + saliency head on projected inputs."""
+    d, dtype = self.config.hidden_dim, self._dtype
+    pos_vid = video_position_embedding(video_mask, d).astype(dtype)
+    vid = self.t2v_encoder(vid, pos_vid, txt, pos_txt, query_mask, train)
     b = vid.shape[0]
     tok = jnp.broadcast_to(self.global_rep_token.astype(dtype), (b, 1, d))
     tok_pos = jnp.broadcast_to(self.global_rep_pos.astype(dtype), (b, 1, d))
