@@ -146,27 +146,20 @@ def evaluate_workdir(workdir: str, split: str = 'test', checkpoint: str = 'best'
                      sampling_steps: Optional[int] = None, plots: bool = False,
                      num_trajectories: int = 6) -> Optional[dict]:
   """`evaluate.py --workdir` mode: restore, predict `split`, score, write under eval/."""
-  from momentdiff_jax import checkpointing, diffusion, train
+  from momentdiff_jax import diffusion, train
   from momentdiff_jax import mesh as mesh_lib
   from momentdiff_jax import train_step as ts
   from momentdiff_jax.data import dataset as dataset_lib
 
-  config = checkpointing.load_config(workdir)
-  dataset = dataset_lib.open_dataset(config)
   mesh = mesh_lib.make_mesh()
-  repl = mesh_lib.replicated(mesh)
-  model = train.create_model(config, config.video_dim, config.text_dim)
-  abstract = jax.eval_shape(lambda r: train.init_params(model, config, r, config.video_dim,
-                                                        config.text_dim),
-                            jax.random.PRNGKey(0))
-  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl),
-                          abstract)
-  step, params, used = checkpointing.restore_params(workdir, checkpoint, abstract)
+  config, model, params, step, used = train.restore_model(workdir, checkpoint,
+                                                          mesh_lib.replicated(mesh))
+  dataset = dataset_lib.open_dataset(config)
   steps = int(sampling_steps or config.diffusion.sampling_steps)
   sample_fn = jax.jit(ts.make_sample_fn(model, config, diffusion.make_schedule(config.diffusion),
                                         steps, return_trajectory=plots))
-  eval_rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 2)  # as train.py
-  preds, trajectories = predict_split(sample_fn, params, config, dataset, split, mesh, eval_rng,
+  preds, trajectories = predict_split(sample_fn, params, config, dataset, split, mesh,
+                                      train.eval_rng(config.seed),
                                       with_trajectory=plots, max_trajectories=num_trajectories)
   metrics = score(preds, dataset, split, config.data.name)
   out_dir = os.path.join(workdir, 'eval')

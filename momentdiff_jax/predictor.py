@@ -15,11 +15,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from momentdiff_jax import checkpointing
 from momentdiff_jax import diffusion
 from momentdiff_jax import evaluation
 from momentdiff_jax import train_step as ts
-from momentdiff_jax.data.sources import l2_normalize
+from momentdiff_jax.data.examples import append_tef
+from momentdiff_jax.data.sources import combine_video_types, l2_normalize
 
 
 class Predictor:
@@ -42,11 +42,7 @@ class Predictor:
                    sampling_steps: Optional[int] = None, seed: int = 0) -> 'Predictor':
     """Loads `workdir/config.json` and the `best` (else latest) checkpoint's params."""
     from momentdiff_jax import train
-    config = checkpointing.load_config(workdir)
-    model = train.create_model(config, config.video_dim, config.text_dim)
-    abstract = jax.eval_shape(lambda r: train.init_params(
-        model, config, r, config.video_dim, config.text_dim), jax.random.PRNGKey(0))
-    _, params, _ = checkpointing.restore_params(workdir, checkpoint, abstract)
+    config, _, params, _, _ = train.restore_model(workdir, checkpoint)
     return cls(config, params, sampling_steps, seed)
 
   @property
@@ -69,18 +65,14 @@ class Predictor:
     for i, t in enumerate(types):
       if t.ndim != 2 or t.shape[0] == 0:
         raise ValueError(f'video_features[{i}] must be (num_clips > 0, dim), got {t.shape}')
-    n = min(t.shape[0] for t in types)
-    if self.config.data.get('normalize_video', True):
-      types = [l2_normalize(t) for t in types]
-    video = np.concatenate([t[:n] for t in types], axis=1)
+    video = combine_video_types(types, self.config.data.get('normalize_video', True))
     if video.shape[1] != self.feature_dim:
       raise ValueError(f'video features have {video.shape[1]} dims in total, the model '
                        f'expects {self.feature_dim} (per type as in the training dataset)')
     if not np.all(np.isfinite(video)):
       raise ValueError('video features contain NaN or Inf')
     if self.config.data.use_tef:
-      st = np.arange(n, dtype=np.float32) / n
-      video = np.concatenate([video, np.stack([st, st + 1.0 / n], 1)], 1)
+      video = append_tef(video)
     return video
 
   def predict(self, video_features: Union[np.ndarray, Sequence[np.ndarray]],

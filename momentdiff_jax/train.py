@@ -22,11 +22,37 @@ from momentdiff_jax import evaluation
 from momentdiff_jax import mesh as mesh_lib
 from momentdiff_jax import train_step as ts
 from momentdiff_jax.data import dataset as dataset_lib
-from momentdiff_jax.model import MomentDiff
+from momentdiff_jax.model import MomentDiff, abstract_params
 
 
 def create_model(config, video_dim: int, text_dim: int) -> MomentDiff:
   return MomentDiff(config.model, video_dim=video_dim, text_dim=text_dim)
+
+
+def eval_rng(seed: int) -> jax.Array:
+  """The sampling RNG of every evaluation of a run (periodic, final, evaluate.py)."""
+  return jax.random.fold_in(jax.random.PRNGKey(seed), 2)
+
+
+def _placed(tree, sharding):
+  """Pytree of arrays or ShapeDtypeStructs -> ShapeDtypeStructs placed on `sharding`."""
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+                      tree)
+
+
+def restore_model(workdir: str, checkpoint: str = 'best', sharding=None):
+  """A workdir's (config, model, params, step, which checkpoint was used).
+
+  Params are restored onto `sharding` when given (e.g. replicated over a mesh), else
+  as orbax places them by default.
+  """
+  config = checkpointing.load_config(workdir)
+  model = create_model(config, config.video_dim, config.text_dim)
+  abstract = {'params': abstract_params(config.model, config.video_dim, config.text_dim)}
+  if sharding is not None:
+    abstract = _placed(abstract, sharding)
+  step, params, used = checkpointing.restore_params(workdir, checkpoint, abstract)
+  return config, model, params, step, used
 
 
 def init_params(model: MomentDiff, config, rng, video_dim: int, text_dim: int):
@@ -128,7 +154,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   schedule = diffusion.make_schedule(config.diffusion)
   tx = ts.make_optimizer(config, spe)
   rng = jax.random.PRNGKey(config.seed)
-  init_rng, train_rng, eval_rng = (jax.random.fold_in(rng, i) for i in range(3))
+  init_rng, train_rng = (jax.random.fold_in(rng, i) for i in range(2))
+  sample_rng = eval_rng(config.seed)
 
   params = jax.jit(lambda r: init_params(model, config, r, config.video_dim, config.text_dim),
                    out_shardings=repl)(init_rng)
@@ -136,10 +163,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   ckpts = checkpointing.WorkdirCheckpoints(workdir, config.max_checkpoints_to_keep)
   start = 0
   if ckpts.latest_step() is not None:
-    abstract = lambda t: jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl), t)
-    start, params, opt_state, data_state = ckpts.restore_latest(abstract(params),
-                                                                abstract(opt_state))
+    start, params, opt_state, data_state = ckpts.restore_latest(_placed(params, repl),
+                                                                _placed(opt_state, repl))
     train_iter.set_state(data_state)
     _log(f'Resumed from step {start} ({workdir}/checkpoints/latest)')
   state = ts.TrainState(step=jax.device_put(jnp.asarray(start, jnp.int32), repl),
@@ -176,7 +201,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
       t_last, step_last = now, step
     if step % eval_every == 0 or step == n_steps:
       _, metrics = evaluate_split(sample_fn, state.params, config, dataset,
-                                  config.data.eval_split, mesh, eval_rng)
+                                  config.data.eval_split, mesh, sample_rng)
       if metrics is not None:
         brief = metrics['brief']
         writer.write(step, {f'{config.data.eval_split}/{k}': v for k, v in brief.items()})
@@ -189,13 +214,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   ckpts.close()
 
   # Final report: the best-on-validation checkpoint on val and test.
-  _, best_params, used = checkpointing.restore_params(
-      workdir, 'best', jax.tree.map(
-          lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl), state.params))
+  _, best_params, used = checkpointing.restore_params(workdir, 'best',
+                                                      _placed(state.params, repl))
   out_dir = os.path.join(workdir, 'eval')
   final = {}
   for split in (config.data.eval_split, config.data.test_split):
-    _, metrics = evaluate_split(sample_fn, best_params, config, dataset, split, mesh, eval_rng,
+    _, metrics = evaluate_split(sample_fn, best_params, config, dataset, split, mesh, sample_rng,
                                 out_dir)
     if metrics is not None:
       final.update({f'final_{split}/{k}': v for k, v in metrics['brief'].items()})

@@ -58,6 +58,13 @@ def sample_saliency_pairs(st: int, ed: int, num_clips: int, n: int, rng):
   return pos.astype(np.int32), neg.astype(np.int32)
 
 
+def append_tef(video: np.ndarray) -> np.ndarray:
+  """(L, D) -> (L, D + 2): the release's temporal endpoint features [i/L, (i+1)/L]."""
+  n = video.shape[0]
+  st = np.arange(n, dtype=np.float32) / n
+  return np.concatenate([video, np.stack([st, st + 1.0 / n], 1)], 1)
+
+
 def process_example(ex: dict, data_cfg, rng: np.random.Generator,
                     train: bool) -> Dict[str, np.ndarray]:
   """Stored example -> unpadded arrays.
@@ -73,8 +80,7 @@ def process_example(ex: dict, data_cfg, rng: np.random.Generator,
   span_s = n * clip_len
   video = video[:n]
   if data_cfg.use_tef:
-    st = np.arange(n, dtype=np.float32) / n
-    video = np.concatenate([video, np.stack([st, st + 1.0 / n], 1)], 1)
+    video = append_tef(video)
   query = np.asarray(ex['query'], np.float32)[:data_cfg.max_q_l]
   if data_cfg.normalize_text:
     query = l2_normalize(query)

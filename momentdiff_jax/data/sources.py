@@ -195,6 +195,19 @@ def load_one_video_file(path: str) -> np.ndarray:
   return x
 
 
+def combine_video_types(parts: Sequence[np.ndarray], normalize: bool = True,
+                        pool_clips: int = 0) -> np.ndarray:
+  """Per-type (L_i, D_i) arrays -> (min L_i, sum D_i) float32: each type L2-normalized
+  per clip (if `normalize`), avg-pooled to `pool_clips` (if > 0), cut to the shortest
+  (types differ by a clip or two) and concatenated."""
+  if normalize:
+    parts = [l2_normalize(x) for x in parts]
+  if pool_clips:
+    parts = [avg_pool_clips(x, pool_clips) for x in parts]
+  n = min(p.shape[0] for p in parts)
+  return np.concatenate([p[:n] for p in parts], axis=1).astype(np.float32)
+
+
 class VideoReader:
   """Reads `<dir>/<vid>.npz|.npy` from several dirs into one (L, sum D) array.
 
@@ -224,13 +237,8 @@ class VideoReader:
       elif x.shape[1] != self.dims[k]:
         raise DataError(f'{path}: feature dim {x.shape[1]} differs from dim '
                         f'{self.dims[k]} of {self.first_file[k]} (same feature dir)')
-      if self.normalize:
-        x = l2_normalize(x)
-      if self.pool_clips:
-        x = avg_pool_clips(x, self.pool_clips)
       parts.append(x)
-    n = min(p.shape[0] for p in parts)   # types differ by a clip or two
-    return np.concatenate([p[:n] for p in parts], axis=1).astype(np.float32)
+    return combine_video_types(parts, self.normalize, self.pool_clips)
 
 
 class TextReader:
