@@ -76,40 +76,34 @@ class EncoderLayer(_AttentionFFNLayer):
     return self.norm2(x + self.drop2(h, deterministic=det))
 
 
-class T2VEncoder(nn.Module):
-  """`num_layers` T2V layers (release: `transformer.t2v_encoder.layers.i`)."""
+class _LayerStack(nn.Module):
+  """`num_layers` layers of `layer_cls`, applied in order as `x = layer(x, *args, train)`;
+  the submodules are `layers_<i>` (release: `<stack>.layers.<i>`)."""
   num_layers: int
   dim: int
   num_heads: int
   ffn_dim: int
   dropout: float
   dtype: Dtype = jnp.float32
+  layer_cls = None  # set by each stack
 
   def setup(self):
-    self.layers = [T2VEncoderLayer(self.dim, self.num_heads, self.ffn_dim, self.dropout,
-                                   self.dtype) for _ in range(self.num_layers)]
+    self.layers = [self.layer_cls(self.dim, self.num_heads, self.ffn_dim, self.dropout,
+                                  self.dtype) for _ in range(self.num_layers)]
 
-  def __call__(self, video, video_pos, text, text_pos, text_mask, train: bool):
-    """See T2VEncoderLayer; the text stays unchanged across layers, as in the release."""
+  def __call__(self, x, *args, train: bool):
     for layer in self.layers:
-      video = layer(video, video_pos, text, text_pos, text_mask, train)
-    return video
-
-
-class Encoder(nn.Module):
-  """`num_layers` encoder layers (release: `transformer.encoder.layers.i`)."""
-  num_layers: int
-  dim: int
-  num_heads: int
-  ffn_dim: int
-  dropout: float
-  dtype: Dtype = jnp.float32
-
-  def setup(self):
-    self.layers = [EncoderLayer(self.dim, self.num_heads, self.ffn_dim, self.dropout,
-                                self.dtype) for _ in range(self.num_layers)]
-
-  def __call__(self, x, pos, mask, train: bool):
-    for layer in self.layers:
-      x = layer(x, pos, mask, train)
+      x = layer(x, *args, train)
     return x
+
+
+class T2VEncoder(_LayerStack):
+  """T2V layers (release: `transformer.t2v_encoder`); call as `(video, video_pos, text,
+  text_pos, text_mask, train=...)`. The text stays unchanged across layers, as in the
+  release."""
+  layer_cls = T2VEncoderLayer
+
+
+class Encoder(_LayerStack):
+  """Encoder layers (release: `transformer.encoder`); call as `(x, pos, mask, train=...)`."""
+  layer_cls = EncoderLayer

@@ -140,14 +140,14 @@ class MomentDiff(nn.Module):
     """Condition generator + encoder + saliency head on projected inputs."""
     d, dtype = self.config.hidden_dim, self._dtype
     pos_vid = video_position_embedding(video_mask, d).astype(dtype)
-    vid = self.t2v_encoder(vid, pos_vid, txt, pos_txt, query_mask, train)
+    vid = self.t2v_encoder(vid, pos_vid, txt, pos_txt, query_mask, train=train)
     b = vid.shape[0]
     tok = jnp.broadcast_to(self.global_rep_token.astype(dtype), (b, 1, d))
     tok_pos = jnp.broadcast_to(self.global_rep_pos.astype(dtype), (b, 1, d))
     x = jnp.concatenate([tok, vid], axis=1)
     pos = jnp.concatenate([tok_pos, pos_vid], axis=1)
     mask = jnp.concatenate([jnp.ones((b, 1), video_mask.dtype), video_mask], axis=1)
-    memory = self.encoder(x, pos, mask, train)[:, 1:]
+    memory = self.encoder(x, pos, mask, train=train)[:, 1:]
     saliency = self.contrastive_align_projection_vid(memory)[..., 0].astype(jnp.float32)
     return {'memory': memory, 'pos': pos_vid, 'mask': video_mask, 'saliency': saliency}
 
