@@ -1,7 +1,9 @@
 """Charades-CD (out-of-distribution test split), VGG + GloVe.
 
-Release script: momentdiff/scripts/train_charades_CD.sh: seed 2018, 3 encoder and 3
-decoder layers, loss weights span 1 / GIoU 8 / label 8 and the same matching costs.
+Release script: momentdiff/scripts/train_charades_CD.sh: seed 2018, `--enc_layers 3`
+(the release builds its T2V stack and its encoder both with `enc_layers` layers,
+transformer.py), 3 decoder layers, loss weights span 1 / GIoU 8 / label 8 and the same
+matching costs.
 Evaluate `--split=test` on the OOD file (build it as the test split) and the IID file
 separately.
 """
@@ -11,6 +13,7 @@ from configs import charades_vgg
 def get_config():
   c = charades_vgg.get_config()
   c.seed = 2018
+  c.model.t2v_layers = 3
   c.model.enc_layers = 3
   c.model.dec_layers = 3
   c.loss.span_l1, c.loss.giou, c.loss.label = 1.0, 8.0, 8.0

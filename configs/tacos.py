@@ -1,7 +1,8 @@
 """TACoS with C3D features (`<vid>.npz` key `arr`, average-pooled to 100 clips) and GloVe.
 
-The release ships no TACoS script; hyper-parameters follow its defaults and the
-Charades recipe. Build with `--pool_clips=100`.
+The release ships no TACoS script; values are its argparse defaults (momentdiff/config.py)
+except lr 2e-4 and L_sim weight 4, taken from its Charades scripts (train_charades_sf.sh).
+Build with `--pool_clips=100`.
 """
 from momentdiff_jax.config_base import base_config
 

@@ -78,13 +78,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.num_train_steps = -1             # > 0 overrides num_epochs
   c.learning_rate = 2e-4
   c.weight_decay = 1e-4
-  c.lr_drop_epochs = 40              # lr x lr_drop_factor every this many epochs
+  c.lr_drop_epochs = 40              # lr x lr_drop_factor every this many epochs (40, 80)
   c.lr_drop_factor = 0.1
   c.grad_clip_norm = 0.1
 
   # --- bookkeeping --------------------------------------------------------------
   c.log_every_steps = 50
-  c.eval_every_steps = 1000          # <= 0: once per epoch
+  c.eval_every_steps = -1            # <= 0: once per epoch, as the release (train.py)
   c.checkpoint_every_steps = 1000
   c.max_checkpoints_to_keep = 2
   c.tensorboard = False

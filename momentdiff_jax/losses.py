@@ -111,7 +111,7 @@ def saliency_losses(sal_pos, sal_neg, video_mask, saliency_labels, pos_idx, neg_
     'antibias': loss_sim = 10 * rank + 10 * (bce - 0.1 * contrast), i.e. the release's
       commented code, where the contrastive term nets to x1 (10 * 0.1).
   """
-  b, lv = sal_pos.shape
+  b = sal_pos.shape[0]
   ex = (jnp.ones((b,), jnp.float32) if example_mask is None
         else example_mask.astype(jnp.float32))
   n_ex = jnp.maximum(ex.sum(), 1.0)
@@ -120,10 +120,13 @@ def saliency_losses(sal_pos, sal_neg, video_mask, saliency_labels, pos_idx, neg_
   sal_pos = sal_pos.astype(jnp.float32)
   sal_neg = sal_neg.astype(jnp.float32)
 
-  # BCE of sigmoid(score) * mask vs label * mask, mean over all B * Lv entries (padded
-  # entries contribute 0 but count in the mean, as in nn.BCELoss()).
+  # BCE of sigmoid(score) * mask vs label * mask as the release's nn.BCELoss(): the
+  # mean over B x the batch's longest video (its collate pads to that length, padded
+  # entries add 0). Our length buckets pad further; dividing by the bucket length
+  # instead would make the term heavier the more a batch is padded.
   bce = _bce_with_probs_of_logits(sal_pos, labels * mask) * mask
-  loss_bce = (bce * ex[:, None]).sum() / (n_ex * lv)
+  longest = jnp.maximum(jnp.max(mask.sum(1) * (ex > 0)), 1.0)
+  loss_bce = (bce * ex[:, None]).sum() / (n_ex * longest)
 
   # Contrastive: positive clips against all clips of both passes.
   scores = jnp.concatenate([sal_pos, sal_neg], axis=1)                   # (B, 2Lv)

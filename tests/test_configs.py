@@ -41,3 +41,14 @@ def test_release_values():
   assert c.diffusion.sampling_steps == 10 and c.diffusion.scale == 2.0
   assert load('charades_len').loss.sim == 2.0 and load('charades_mom').loss.sim == 2.0
   assert load('qvhighlights').diffusion.num_spans == 10
+
+
+def test_release_scripts_and_defaults():
+  """Values the release's scripts / argparse defaults set (momentdiff/scripts, config.py)."""
+  cd = load('charades_cd')   # --enc_layers 3 builds the T2V stack and the encoder with 3
+  assert (cd.model.t2v_layers, cd.model.enc_layers, cd.model.dec_layers) == (3, 3, 3)
+  qv = load('qvhighlights')
+  assert (qv.num_epochs, qv.data.max_windows, qv.learning_rate, qv.loss.sim) == (100, 5, 1e-4, 1.0)
+  # The release validates once per epoch; the synthetic config validates more often.
+  for name in NAMES[1:]:
+    assert load(name).eval_every_steps <= 0, name

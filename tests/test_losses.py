@@ -153,3 +153,37 @@ def test_saliency_losses_vs_numpy(variant):
   assert np.all(np.isfinite(g))
   # Padded clips get no gradient.
   assert np.all(np.asarray(g)[vmask == 0] == 0)
+
+
+def test_saliency_bce_is_the_release_mean_whatever_the_padding():
+  """nn.BCELoss over the release's batch (padded to its longest video, 9 clips) equals
+  our term on the same examples padded to length buckets 16 and 32, with or without a
+  dummy example appended."""
+  rng = np.random.default_rng(3)
+  lens = np.array([9, 6, 4])
+  b, longest = len(lens), int(lens.max())
+  sal = rng.normal(0, 2, (b, 32)).astype(np.float32)
+  sal_neg = rng.normal(0, 2, (b, 32)).astype(np.float32)
+  labels = np.zeros((b, 32), np.float32)
+  for i, (s, e) in enumerate([(2, 5), (0, 3), (1, 2)]):
+    labels[i, s:e] = 1.0
+  pos_idx = np.array([[2, 3], [0, 2], [1, 1]], np.int32)
+  neg_idx = np.array([[7, 0], [5, 4], [0, 3]], np.int32)
+  vmask = (np.arange(32)[None] < lens[:, None]).astype(np.float32)
+  lc, _ = cfgs()
+  ref = np_loss_sim(*(x[:, :longest].astype(np.float64) for x in (sal, sal_neg, vmask, labels)),
+                    pos_idx, neg_idx, 'charades')
+  p = 1 / (1 + np.exp(-sal[:, :longest].astype(np.float64)))
+  y, m = labels[:, :longest], vmask[:, :longest]
+  ref_bce = (-(y * np.log(p) + (1 - y) * np.log(1 - p)) * m).sum() / (b * longest)
+  fn = jax.jit(lambda *a: losses.saliency_losses(*a, lc))
+  for lv in (16, 32):
+    out = fn(*(x[:, :lv] for x in (sal, sal_neg, vmask, labels)), pos_idx, neg_idx)
+    np.testing.assert_allclose(out['sim_bce'], ref_bce, rtol=1e-5)
+    np.testing.assert_allclose(out['loss_sim'], ref, rtol=1e-5)
+  # A dummy example (example_mask 0) with a longer "video" changes nothing.
+  pad = lambda x, v: np.concatenate([x, np.full((1,) + x.shape[1:], v, x.dtype)])
+  out = losses.saliency_losses(pad(sal, 1.0), pad(sal_neg, 1.0), pad(vmask, 1.0),
+                               pad(labels, 1.0), pad(pos_idx, 0), pad(neg_idx, 1), lc,
+                               example_mask=np.array([1, 1, 1, 0], np.float32))
+  np.testing.assert_allclose(out['loss_sim'], ref, rtol=1e-5)
