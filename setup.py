@@ -21,6 +21,7 @@ setup(
         'etils>=1.7',
         'tqdm>=4.66',
         'matplotlib>=3.8',
+        'av>=12.0',
     ],
     extras_require={
         'test': ['pytest>=8.0', 'pytest-xdist>=3.5', 'safetensors>=0.4', 'regex>=2023.0',
