@@ -37,8 +37,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import speed_inputs as inputs
 from configs import charades
 from momentdiff_jax import diffusion
-from momentdiff_jax import train as train_lib
 from momentdiff_jax import train_step as ts
+from momentdiff_jax import workdir as workdir_lib
 
 VIDEO_DIM, TEXT_DIM = 2818, 512
 RELEASE = {'train_examples_per_s': 30.0, 'infer_queries_per_s': {'10': 63.0, '50': 13.0},
@@ -242,7 +242,7 @@ def main():
   log(f'train batches: mean padded length {mean_padded:.1f} clips (release: 63, padded to '
       f'the longest video); measured buckets {train_mix}; '
       f'infer batch {args.infer_batch}, buckets {infer_mix}')
-  model = train_lib.create_model(config, VIDEO_DIM, TEXT_DIM)
+  model = workdir_lib.create_model(config, VIDEO_DIM, TEXT_DIM)
   roof = matmul_roof_gflops(devices[0], jnp.dtype(args.dtype), 8192 if accel else 2048)
   log(f'roof: one {8192 if accel else 2048}^2 {args.dtype} matmul runs at {roof:.0f} GFLOP/s '
       f'on one device here (the release machine: ~{args.roof_gflops:.0f})')
@@ -251,7 +251,7 @@ def main():
   for n in counts:
     mesh = Mesh(np.asarray(devices[:n]), ('data',))
     repl = NamedSharding(mesh, P())
-    params = jax.jit(lambda r: train_lib.init_params(model, config, r, VIDEO_DIM, TEXT_DIM),
+    params = jax.jit(lambda r: workdir_lib.init_params(model, config, r, VIDEO_DIM, TEXT_DIM),
                      out_shardings=repl)(jax.random.PRNGKey(0))
     log(f'== {n} device(s)')
     parts = args.parts.split(',')

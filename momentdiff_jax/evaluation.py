@@ -7,7 +7,12 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from momentdiff_jax import diffusion
+from momentdiff_jax import mesh as mesh_lib
 from momentdiff_jax import metrics as metrics_lib
+from momentdiff_jax import train_step as ts
+from momentdiff_jax import workdir as workdir_lib
+from momentdiff_jax.data import dataset as dataset_lib
 
 
 def windows_from_spans(spans: np.ndarray, scores: np.ndarray, span_seconds: np.ndarray,
@@ -60,7 +65,6 @@ def predict_split(sample_fn, params, config, dataset, split: str, mesh, rng,
   sampler; batches come from `dataset.eval_batches`. Returns (prediction rows in split
   order, trajectories dict index -> (S, N, 2) for the first `max_trajectories` examples).
   """
-  from momentdiff_jax import mesh as mesh_lib
   rows = dataset.rows(split)
   results = {}
   trajectories = {}
@@ -118,7 +122,7 @@ def write_outputs(out_dir: str, split: str, preds, metrics: Optional[dict]):
 
 def write_plots(out_dir: str, split: str, preds, rows, trajectories: dict) -> list[str]:
   """Fig. 4 (predicted vs GT start/end/length distributions) and Fig. 5 (trajectories)."""
-  from momentdiff_jax import plots
+  from momentdiff_jax import plots  # matplotlib, only when figures are asked for
   pred_norm, gt_norm = [], []
   for p, r in zip(preds, rows):
     dur = float(r['duration'])
@@ -146,20 +150,15 @@ def evaluate_workdir(workdir: str, split: str = 'test', checkpoint: str = 'best'
                      sampling_steps: Optional[int] = None, plots: bool = False,
                      num_trajectories: int = 6) -> Optional[dict]:
   """`evaluate.py --workdir` mode: restore, predict `split`, score, write under eval/."""
-  from momentdiff_jax import diffusion, train
-  from momentdiff_jax import mesh as mesh_lib
-  from momentdiff_jax import train_step as ts
-  from momentdiff_jax.data import dataset as dataset_lib
-
   mesh = mesh_lib.make_mesh()
-  config, model, params, step, used = train.restore_model(workdir, checkpoint,
-                                                          mesh_lib.replicated(mesh))
+  config, model, params, step, used = workdir_lib.restore_model(
+      workdir, checkpoint, mesh_lib.replicated(mesh))
   dataset = dataset_lib.open_dataset(config)
   steps = int(sampling_steps or config.diffusion.sampling_steps)
   sample_fn = jax.jit(ts.make_sample_fn(model, config, diffusion.make_schedule(config.diffusion),
                                         steps, return_trajectory=plots))
   preds, trajectories = predict_split(sample_fn, params, config, dataset, split, mesh,
-                                      train.eval_rng(config.seed),
+                                      workdir_lib.eval_rng(config.seed),
                                       with_trajectory=plots, max_trajectories=num_trajectories)
   metrics = score(preds, dataset, split, config.data.name)
   out_dir = os.path.join(workdir, 'eval')

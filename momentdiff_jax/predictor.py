@@ -18,6 +18,7 @@ import numpy as np
 from momentdiff_jax import diffusion
 from momentdiff_jax import evaluation
 from momentdiff_jax import train_step as ts
+from momentdiff_jax import workdir as workdir_lib
 from momentdiff_jax.data.examples import append_tef
 from momentdiff_jax.data.sources import combine_video_types, l2_normalize
 
@@ -26,10 +27,9 @@ class Predictor:
   """Moment retrieval with one model; see the module docstring."""
 
   def __init__(self, config, params, sampling_steps: Optional[int] = None, seed: int = 0):
-    from momentdiff_jax import train
     self.config = config
     self.params = params
-    self.model = train.create_model(config, config.video_dim, config.text_dim)
+    self.model = workdir_lib.create_model(config, config.video_dim, config.text_dim)
     self.sampling_steps = int(sampling_steps or config.diffusion.sampling_steps)
     self._sample = jax.jit(ts.make_sample_fn(self.model, config,
                                              diffusion.make_schedule(config.diffusion),
@@ -41,8 +41,7 @@ class Predictor:
   def from_workdir(cls, workdir: str, checkpoint: str = 'best',
                    sampling_steps: Optional[int] = None, seed: int = 0) -> 'Predictor':
     """Loads `workdir/config.json` and the `best` (else latest) checkpoint's params."""
-    from momentdiff_jax import train
-    config, _, params, _, _ = train.restore_model(workdir, checkpoint)
+    config, _, params, _, _ = workdir_lib.restore_model(workdir, checkpoint)
     return cls(config, params, sampling_steps, seed)
 
   @property

@@ -21,47 +21,14 @@ from momentdiff_jax import diffusion
 from momentdiff_jax import evaluation
 from momentdiff_jax import mesh as mesh_lib
 from momentdiff_jax import train_step as ts
+from momentdiff_jax import workdir as workdir_lib
 from momentdiff_jax.data import dataset as dataset_lib
-from momentdiff_jax.model import MomentDiff, abstract_params
 
-
-def create_model(config, video_dim: int, text_dim: int) -> MomentDiff:
-  return MomentDiff(config.model, video_dim=video_dim, text_dim=text_dim)
-
-
-def eval_rng(seed: int) -> jax.Array:
-  """The sampling RNG of every evaluation of a run (periodic, final, evaluate.py)."""
-  return jax.random.fold_in(jax.random.PRNGKey(seed), 2)
-
-
-def _placed(tree, sharding):
-  """Pytree of arrays or ShapeDtypeStructs -> ShapeDtypeStructs placed on `sharding`."""
-  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
-                      tree)
-
-
-def restore_model(workdir: str, checkpoint: str = 'best', sharding=None):
-  """A workdir's (config, model, params, step, which checkpoint was used).
-
-  Params are restored onto `sharding` when given (e.g. replicated over a mesh), else
-  as orbax places them by default.
-  """
-  config = checkpointing.load_config(workdir)
-  model = create_model(config, config.video_dim, config.text_dim)
-  abstract = {'params': abstract_params(config.model, config.video_dim, config.text_dim)}
-  if sharding is not None:
-    abstract = _placed(abstract, sharding)
-  step, params, used = checkpointing.restore_params(workdir, checkpoint, abstract)
-  return config, model, params, step, used
-
-
-def init_params(model: MomentDiff, config, rng, video_dim: int, text_dim: int):
-  lv = config.data.length_buckets[0]
-  lt = config.data.max_q_l
-  n = config.diffusion.num_spans
-  return model.init(
-      rng, jnp.zeros((1, lv, video_dim)), jnp.ones((1, lv)), jnp.zeros((1, lt, text_dim)),
-      jnp.ones((1, lt)), jnp.full((1, n, 2), 0.5), jnp.zeros((1,), jnp.int32))
+# Moved to `workdir`; these names stay for callers written against train.
+create_model = workdir_lib.create_model
+init_params = workdir_lib.init_params
+eval_rng = workdir_lib.eval_rng
+restore_model = workdir_lib.restore_model
 
 
 class MetricsWriter:
@@ -150,21 +117,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   n_steps = config.num_train_steps if config.num_train_steps > 0 else config.num_epochs * spe
   eval_every = config.eval_every_steps if config.eval_every_steps > 0 else spe
 
-  model = create_model(config, config.video_dim, config.text_dim)
+  model = workdir_lib.create_model(config, config.video_dim, config.text_dim)
   schedule = diffusion.make_schedule(config.diffusion)
   tx = ts.make_optimizer(config, spe)
   rng = jax.random.PRNGKey(config.seed)
   init_rng, train_rng = (jax.random.fold_in(rng, i) for i in range(2))
-  sample_rng = eval_rng(config.seed)
+  sample_rng = workdir_lib.eval_rng(config.seed)
 
-  params = jax.jit(lambda r: init_params(model, config, r, config.video_dim, config.text_dim),
+  params = jax.jit(lambda r: workdir_lib.init_params(model, config, r, config.video_dim,
+                                                     config.text_dim),
                    out_shardings=repl)(init_rng)
   opt_state = jax.jit(tx.init, out_shardings=repl)(params)
   ckpts = checkpointing.WorkdirCheckpoints(workdir, config.max_checkpoints_to_keep)
   start = 0
   if ckpts.latest_step() is not None:
-    start, params, opt_state, data_state = ckpts.restore_latest(_placed(params, repl),
-                                                                _placed(opt_state, repl))
+    start, params, opt_state, data_state = ckpts.restore_latest(
+        workdir_lib.placed(params, repl), workdir_lib.placed(opt_state, repl))
     train_iter.set_state(data_state)
     _log(f'Resumed from step {start} ({workdir}/checkpoints/latest)')
   state = ts.TrainState(step=jax.device_put(jnp.asarray(start, jnp.int32), repl),
@@ -215,7 +183,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
 
   # Final report: the best-on-validation checkpoint on val and test.
   _, best_params, used = checkpointing.restore_params(workdir, 'best',
-                                                      _placed(state.params, repl))
+                                                      workdir_lib.placed(state.params, repl))
   out_dir = os.path.join(workdir, 'eval')
   final = {}
   for split in (config.data.eval_split, config.data.test_split):

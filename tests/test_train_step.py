@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from momentdiff_jax import diffusion
-from momentdiff_jax import train
 from momentdiff_jax import train_step as ts
+from momentdiff_jax import workdir
 from momentdiff_jax.config_base import base_config
 
 LV, LT, DV, DT, N = 23, 7, 37, 11, 3
@@ -65,9 +65,9 @@ def fixed_batch(b=4, seed=0):
 @pytest.fixture(scope='module')
 def setup():
   config = small_config()
-  model = train.create_model(config, DV, DT)
+  model = workdir.create_model(config, DV, DT)
   schedule = diffusion.make_schedule(config.diffusion)
-  params = train.init_params(model, config, jax.random.PRNGKey(0), DV, DT)
+  params = workdir.init_params(model, config, jax.random.PRNGKey(0), DV, DT)
   return config, model, schedule, params
 
 

@@ -1,0 +1,52 @@
+"""A run's workdir as the library sees it: the model a config builds, its parameters, and
+restoring both from `config.json` plus a checkpoint.
+
+Sits below `train`, `evaluation` and `predictor` (they all import it; it imports only
+the model and checkpointing), so the import graph flows one way: entry points ->
+train / evaluation / predictor -> workdir -> checkpointing, model.
+"""
+import jax
+import jax.numpy as jnp
+
+from momentdiff_jax import checkpointing
+from momentdiff_jax.model import MomentDiff, abstract_params
+
+
+def create_model(config, video_dim: int, text_dim: int) -> MomentDiff:
+  return MomentDiff(config.model, video_dim=video_dim, text_dim=text_dim)
+
+
+def init_params(model: MomentDiff, config, rng, video_dim: int, text_dim: int):
+  """Fresh variables `{'params': ...}`, traced at the smallest bucket's shapes."""
+  lv = config.data.length_buckets[0]
+  lt = config.data.max_q_l
+  n = config.diffusion.num_spans
+  return model.init(
+      rng, jnp.zeros((1, lv, video_dim)), jnp.ones((1, lv)), jnp.zeros((1, lt, text_dim)),
+      jnp.ones((1, lt)), jnp.full((1, n, 2), 0.5), jnp.zeros((1,), jnp.int32))
+
+
+def eval_rng(seed: int) -> jax.Array:
+  """The sampling RNG of every evaluation of a run (periodic, final, evaluate.py)."""
+  return jax.random.fold_in(jax.random.PRNGKey(seed), 2)
+
+
+def placed(tree, sharding):
+  """Pytree of arrays or ShapeDtypeStructs -> ShapeDtypeStructs placed on `sharding`."""
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+                      tree)
+
+
+def restore_model(workdir: str, checkpoint: str = 'best', sharding=None):
+  """A workdir's (config, model, params, step, which checkpoint was used).
+
+  Params are restored onto `sharding` when given (e.g. replicated over a mesh), else
+  as orbax places them by default.
+  """
+  config = checkpointing.load_config(workdir)
+  model = create_model(config, config.video_dim, config.text_dim)
+  abstract = {'params': abstract_params(config.model, config.video_dim, config.text_dim)}
+  if sharding is not None:
+    abstract = placed(abstract, sharding)
+  step, params, used = checkpointing.restore_params(workdir, checkpoint, abstract)
+  return config, model, params, step, used

@@ -1,0 +1,76 @@
+"""The package's import graph flows one way: entry points -> train -> evaluation ->
+workdir -> checkpointing / model, with no cycle hidden behind a function-body import."""
+import ast
+import os
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PKG = os.path.join(ROOT, 'momentdiff_jax')
+
+
+def _module_name(path):
+  rel = os.path.relpath(path, ROOT)[:-3].replace(os.sep, '.')
+  return rel[:-len('.__init__')] if rel.endswith('.__init__') else rel
+
+
+def _imports(path, modules):
+  """(top-level imported package modules, function-body imported package modules)."""
+  with open(path) as f:
+    tree = ast.parse(f.read())
+  top, inner = set(), set()
+  func_nodes = set()
+  for node in ast.walk(tree):
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+      func_nodes.update(id(n) for n in ast.walk(node) if n is not node)
+  for node in ast.walk(tree):
+    names = []
+    if isinstance(node, ast.Import):
+      names = [a.name for a in node.names]
+    elif isinstance(node, ast.ImportFrom) and node.module:
+      # `from momentdiff_jax import train` imports the submodule `momentdiff_jax.train`;
+      # `from momentdiff_jax.model import MomentDiff` the module `momentdiff_jax.model`.
+      names = [f'{node.module}.{a.name}' if f'{node.module}.{a.name}' in modules
+               else node.module for a in node.names]
+    names = [n for n in names if n.startswith('momentdiff_jax')]
+    (inner if id(node) in func_nodes else top).update(names)
+  return top, inner
+
+
+def _graph():
+  files = {}
+  for d, _, fs in os.walk(PKG):
+    for f in fs:
+      if f.endswith('.py'):
+        files[_module_name(os.path.join(d, f))] = os.path.join(d, f)
+  top, inner = {}, {}
+  for mod, path in files.items():
+    t, i = _imports(path, files)
+    top[mod] = {n for n in t if n in files and n != mod}
+    inner[mod] = {n for n in i if n in files and n != mod}
+  return top, inner
+
+
+def _reaches(graph, start):
+  seen, todo = set(), [start]
+  while todo:
+    for n in graph.get(todo.pop(), ()):
+      if n not in seen:
+        seen.add(n)
+        todo.append(n)
+  return seen
+
+
+def test_no_cycle_even_counting_function_body_imports():
+  top, inner = _graph()
+  full = {m: top[m] | inner[m] for m in top}
+  cycles = sorted(m for m in full if m in _reaches(full, m))
+  assert not cycles, f'modules on an import cycle: {cycles}'
+
+
+def test_library_modules_do_not_import_train():
+  top, inner = _graph()
+  full = {m: top[m] | inner[m] for m in top}
+  for mod in ('momentdiff_jax.evaluation', 'momentdiff_jax.predictor',
+              'momentdiff_jax.workdir', 'momentdiff_jax.checkpointing'):
+    assert 'momentdiff_jax.train' not in _reaches(full, mod), mod
+  assert 'momentdiff_jax.workdir' in top['momentdiff_jax.evaluation']
+  assert 'momentdiff_jax.workdir' in top['momentdiff_jax.predictor']
