@@ -30,6 +30,16 @@ def write_jsonl(path: str, rows) -> str:
   return path
 
 
+def write_splits(root: str, rows, splits=('train', 'val', 'test')):
+  """The same annotations as one file per split, qids offset by 1000 per split (a qid
+  must not appear in two splits). Returns the paths in `splits` order."""
+  paths = []
+  for k, split in enumerate(splits):
+    paths.append(write_jsonl(os.path.join(root, f'{split}.jsonl'),
+                             [dict(r, qid=r['qid'] + 1000 * k) for r in rows]))
+  return paths
+
+
 def make_features(root: str, jsonl_paths, clip_len: float, seed: int = 0,
                   npy: bool = False, extra_clip: bool = True):
   """Writes random features for every vid/qid of the files under `root`.

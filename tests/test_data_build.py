@@ -131,8 +131,8 @@ def test_truncation_and_pooling(tmp_path):
            'relevant_windows': [[33.0, 38.0]]},
           {'qid': 3, 'query': 'c', 'vid': 'v2', 'duration': 12.0,
            'relevant_windows': [[0.0, 12.0]]}]
-  train = fx.write_jsonl(str(tmp_path / 'tr.jsonl'), rows)
-  out, _, _, _, _ = _build(tmp_path, train, train, 1.0, val=train)
+  train, val, test = fx.write_splits(str(tmp_path), rows)
+  out, _, _, _, _ = _build(tmp_path, train, test, 1.0, val=val)
   cfg = fx.data_config(max_v_l=30, buckets=(16, 32), max_windows=5)
   cfg.batch_size = 1
   it = pipeline.TrainIterator(cfg, out)
@@ -145,8 +145,8 @@ def test_truncation_and_pooling(tmp_path):
   np.testing.assert_allclose(r['span_targets'][0, 0], [7.5 / 30, 5 / 30], rtol=1e-6)
   # Pooled: every video has `pool` clips and spans its duration.
   out2 = str(tmp_path / 'pooled')
-  vdirs, tdir = fx.make_features(str(tmp_path / 'feats'), [train], 1.0)
-  build_dataset(train=train, val=train, test=train, video_dirs=vdirs, text_dir=tdir,
+  vdirs, tdir = fx.make_features(str(tmp_path / 'feats'), [train, val, test], 1.0)
+  build_dataset(train=train, val=val, test=test, video_dirs=vdirs, text_dir=tdir,
                 clip_len=1.0, pool_clips=10, output=out2, progress=False,
                 log=lambda s: None)
   b = next(pipeline.eval_batches(fx.data_config(buckets=(16,)), out2, 'test', 3))

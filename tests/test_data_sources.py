@@ -1,5 +1,6 @@
 """Every bad input gets one clear error naming its file/row/field; nothing is left."""
 import os
+import shutil
 import subprocess
 import sys
 
@@ -21,12 +22,12 @@ ROWS = [{'qid': 1, 'query': 'a', 'vid': 'v1', 'duration': 10.0,
 
 @pytest.fixture
 def setup(tmp_path):
-  path = fx.write_jsonl(str(tmp_path / 'a.jsonl'), ROWS)
-  vdirs, tdir = fx.make_features(str(tmp_path / 'f'), [path], 1.0)
+  path, val, test = fx.write_splits(str(tmp_path), ROWS)
+  vdirs, tdir = fx.make_features(str(tmp_path / 'f'), [path, val, test], 1.0)
   out = str(tmp_path / 'out')
 
   def build(**kw):
-    args = dict(train=path, val=path, test=path, video_dirs=vdirs, text_dir=tdir,
+    args = dict(train=path, val=val, test=test, video_dirs=vdirs, text_dir=tdir,
                 clip_len=1.0, output=out, progress=False, log=lambda s: None)
     args.update(kw)
     return build_dataset(**args)
@@ -68,7 +69,7 @@ def test_text_dim_differs(setup):
 def test_malformed_jsonl_line(setup):
   build, path, _, _, out, tmp_path = setup
   bad = tmp_path / 'bad.jsonl'
-  lines = open(path).read().splitlines()
+  lines = open(tmp_path / 'test.jsonl').read().splitlines()
   lines[1] = lines[1][:-5]
   bad.write_text('\n'.join(lines) + '\n')
   _fails(build, out, r'bad.jsonl:2: malformed JSON line', test=str(bad))
@@ -143,12 +144,81 @@ def test_cli_reports_error_and_leaves_nothing(setup):
   _, path, vdirs, tdir, out, _ = setup
   os.remove(os.path.join(vdirs[0], 'v1.npz'))
   script = os.path.join(fx.REPO, 'data_prep', 'build_dataset.py')
-  r = subprocess.run([sys.executable, script, f'--train={path}', f'--test={path}',
+  test = os.path.join(os.path.dirname(path), 'test.jsonl')
+  r = subprocess.run([sys.executable, script, f'--train={path}', f'--test={test}',
                       f'--video_features={",".join(vdirs)}', f'--text_features={tdir}',
                       '--clip_len=1', f'--output={out}'],
                      capture_output=True, text=True, check=False)
   assert r.returncode == 1 and "vid 'v1'" in r.stderr
   assert not os.path.exists(out)
+
+
+def _truncate(path, keep=0.5):
+  data = open(path, 'rb').read()
+  with open(path, 'wb') as f:
+    f.write(data[:int(len(data) * keep)])
+
+
+@pytest.mark.parametrize('which,complaint', [
+    ('video0/v2.npz', 'BadZipFile'), ('text/qid1002.npz', 'BadZipFile'),
+    ('video1/v3.npy', 'ValueError')])
+def test_truncated_feature_file(setup, which, complaint):
+  build, _, vdirs, tdir, out, tmp_path = setup
+  path = os.path.join(tmp_path, 'f', which)
+  if path.endswith('.npy'):
+    np.save(path, np.load(path[:-4] + '.npz')['features'])
+    os.remove(path[:-4] + '.npz')
+  _truncate(path)
+  _fails(build, out, rf'{path}: cannot read this feature file \({complaint}: .*\); it is '
+         'truncated or not a NumPy')
+
+
+def test_cli_names_a_corrupt_file(setup):
+  _, path, vdirs, tdir, out, tmp_path = setup
+  _truncate(os.path.join(vdirs[0], 'v1.npz'))
+  script = os.path.join(fx.REPO, 'data_prep', 'build_dataset.py')
+  r = subprocess.run([sys.executable, script, f'--train={path}',
+                      f'--test={tmp_path / "test.jsonl"}', f'--video_features={",".join(vdirs)}',
+                      f'--text_features={tdir}', '--clip_len=1', f'--output={out}'],
+                     capture_output=True, text=True, check=False)
+  assert r.returncode == 1 and 'Traceback' not in r.stderr, r.stderr
+  assert os.path.join(vdirs[0], 'v1.npz') in r.stderr and 'BadZipFile' in r.stderr
+  assert not os.path.exists(out)
+
+
+def test_qid_in_two_splits(setup):
+  """A training row appended to the test file: refused, naming the qid, files, lines."""
+  build, path, _, tdir, out, tmp_path = setup
+  test = tmp_path / 'test.jsonl'
+  with open(test, 'a') as f:
+    f.write(open(path).read().splitlines()[1] + '\n')
+  _fails(build, out, rf"1 queries appear in two splits.*qid 2 in train \({path}:2\) and "
+         rf"test \({test}:4\)")
+  # The same with an own val file: a test row in val.
+  rows = [dict(r, qid=r['qid'] + 1000) for r in ROWS] + [dict(ROWS[0], qid=2001)]
+  val = fx.write_jsonl(str(tmp_path / 'val2.jsonl'), rows)
+  fx.make_features(str(tmp_path / 'f'), [val], 1.0)
+  _fails(build, out, r'qid 2001 in val \(.*val2.jsonl:4\) and test \(.*test.jsonl:1\)',
+         val=val, test=str(tmp_path / 'test.jsonl'))
+
+
+def test_duplicate_rows_within_a_split(setup):
+  build, _, _, _, out, tmp_path = setup
+  rows = ROWS + [dict(ROWS[0], qid=7), dict(ROWS[2], qid=8), dict(ROWS[0], qid=9)]
+  train = fx.write_jsonl(str(tmp_path / 'dup.jsonl'), rows)
+  fx.make_features(str(tmp_path / 'f'), [train], 1.0)
+  logs = []
+  summary = build(train=train, log=logs.append)
+  assert summary['checks'] == {'train_duplicate_rows': 3}
+  assert summary['counts']['train'] == 6      # reported, kept as in the source
+  note = [l for l in logs if 'repeat an earlier row' in l]
+  assert len(note) == 1 and note[0].startswith('Note: 3 train rows')
+  assert f'qid 7 = qid 1 ({train}:4), qid 8 = qid 3 ({train}:5), qid 9 = qid 1' in note[0]
+  # A row copied whole (qid included) is an error: text features are looked up by qid.
+  shutil.rmtree(out)
+  whole = fx.write_jsonl(str(tmp_path / 'whole.jsonl'), ROWS + [ROWS[1]])
+  _fails(build, out, r'whole.jsonl:4: qid 2: this row is an exact copy of line 2',
+         train=whole)
 
 
 def test_avg_pool_matches_release_rule():

@@ -77,6 +77,15 @@ def build_dataset(*, train: str, test: str, video_dirs: Sequence[str],
   for split in ('train', 'val', 'test'):
     if not splits.get(split):
       raise DataError(f'split {split!r} has no rows after validation')
+  sources.check_splits_disjoint(splits)
+  for split in ('train', 'val', 'test'):
+    dups = sources.duplicate_rows(splits[split])
+    if dups:
+      stats[f'{split}_duplicate_rows'] = len(dups)
+      log(f'Note: {len(dups)} {split} rows repeat an earlier row but for the qid (same vid, '
+          'query, duration, windows); kept as in the source. First: ' +
+          ', '.join(f'qid {r["qid"]} = qid {e["qid"]} ({r["_file"]}:{r["_line"]})'
+                    for r, e in dups[:5]))
 
   # Presence of every file before reading any (one error listing them all).
   all_vids = sorted({r['vid'] for rows in splits.values() for r in rows})

@@ -17,7 +17,10 @@ Rows without `relevant_windows` are allowed only where `require_windows=False`
 """
 import json
 import os
-from typing import Dict, List, Optional, Sequence
+import pickle
+import zipfile
+import zlib
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -69,9 +72,12 @@ def validate_rows(rows: List[dict], path: str, *, require_windows: bool = True,
                         f'{sorted(k for k in row if k != "_line")})')
     qid = row['qid']
     if qid in seen_qids:
-      raise DataError(f'{where}: qid {qid!r} repeats line {seen_qids[qid]} '
-                      '(text features are looked up by qid)')
-    seen_qids[qid] = row.get('_line')
+      first = seen_qids[qid]
+      copy = ('an exact copy of' if _content(row, 'qid') == _content(first, 'qid')
+              else 'the same qid as')
+      raise DataError(f'{where}: qid {qid!r}: this row is {copy} line {first.get("_line")} '
+                      '(text features are looked up by qid; give each query its own qid)')
+    seen_qids[qid] = row
     try:
       duration = float(row['duration'])
     except (TypeError, ValueError):
@@ -126,6 +132,48 @@ def validate_rows(rows: List[dict], path: str, *, require_windows: bool = True,
   return kept
 
 
+def _content(row: dict, *ignore: str) -> str:
+  """The row's annotation fields as canonical JSON (bookkeeping `_*` keys left out)."""
+  return json.dumps({k: v for k, v in row.items() if not k.startswith('_') and k not in ignore
+                     and k != 'windows'}, sort_keys=True)
+
+
+def check_splits_disjoint(splits: Dict[str, List[dict]]) -> None:
+  """Raises DataError when a qid appears in two splits (test leakage).
+
+  Rows carry `_file` and `_line`; the message names the qid and both places.
+  """
+  first: Dict = {}
+  clashes = []
+  for split, rows in splits.items():
+    for r in rows:
+      q = r['qid']
+      if q in first and first[q][0] != split:
+        clashes.append((q, first[q], (split, r.get('_file'), r.get('_line'))))
+      else:
+        first.setdefault(q, (split, r.get('_file'), r.get('_line')))
+  if clashes:
+    head = '; '.join(f'qid {q!r} in {a[0]} ({a[1]}:{a[2]}) and {b[0]} ({b[1]}:{b[2]})'
+                     for q, a, b in clashes[:5])
+    more = f' ... and {len(clashes) - 5} more' if len(clashes) > 5 else ''
+    raise DataError(f'{len(clashes)} queries appear in two splits, which leaks evaluation '
+                    f'queries into training: {head}{more}. Give every query one split '
+                    '(and one qid).')
+
+
+def duplicate_rows(rows: List[dict]) -> List[Tuple[dict, dict]]:
+  """(row, earlier row) pairs of one split whose annotations are identical but for the
+  qid: same vid, query, duration and windows. Public releases have some (TACoS)."""
+  seen, dups = {}, []
+  for r in rows:
+    key = _content(r, 'qid')
+    if key in seen:
+      dups.append((r, seen[key]))
+    else:
+      seen[key] = r
+  return dups
+
+
 def l2_normalize(x: np.ndarray, eps: float = 1e-5) -> np.ndarray:
   """(L, D) -> (L, D), each row divided by its norm (as the release does)."""
   return x / (np.linalg.norm(x, axis=-1, keepdims=True) + eps)
@@ -176,18 +224,37 @@ def _check_finite(x: np.ndarray, path: str, what: str) -> None:
     raise DataError(f'{path}: {what} contain NaN/Inf (first at index {tuple(int(i) for i in bad)})')
 
 
+# What NumPy raises on a truncated or foreign file (zip directory missing, member cut
+# short, bad header, pickled payload).
+_READ_ERRORS = (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error,
+                pickle.UnpicklingError)
+
+
+def read_array(path: str, keys: Sequence[str]) -> np.ndarray:
+  """The array of a `.npy`, or of the first of `keys` present in a `.npz`.
+
+  A file NumPy cannot read raises DataError naming it and NumPy's complaint.
+  """
+  try:
+    if path.endswith('.npy'):
+      return np.load(path)
+    with np.load(path) as z:
+      key = next((k for k in keys if k in z.files), None)
+      if key is None:
+        raise DataError(f'{path}: no key {" or ".join(map(repr, keys))} in the npz; '
+                        f'keys: {z.files}')
+      return z[key]
+  except DataError:
+    raise
+  except _READ_ERRORS as e:
+    raise DataError(f'{path}: cannot read this feature file ({type(e).__name__}: {e}); '
+                    'it is truncated or not a NumPy .npz/.npy file: extract or copy it '
+                    'again') from None
+
+
 def load_one_video_file(path: str) -> np.ndarray:
   """Returns float32 (L, D) from `.npy`, `.npz` key `features`, or C3D `.npz` `arr`."""
-  if path.endswith('.npy'):
-    x = np.load(path)
-  else:
-    with np.load(path) as z:
-      key = 'features' if 'features' in z.files else 'arr' if 'arr' in z.files else None
-      if key is None:
-        raise DataError(f'{path}: no key "features" (or C3D "arr") in the npz; '
-                        f'keys: {z.files}')
-      x = z[key]
-  x = np.asarray(x, np.float32)
+  x = np.asarray(read_array(path, ('features', 'arr')), np.float32)
   if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
     raise DataError(f'{path}: video features must be (num_clips > 0, dim > 0), got '
                     f'shape {x.shape}')
@@ -256,10 +323,7 @@ class TextReader:
     path = os.path.join(self.text_dir, f'qid{qid}.npz')
     if not os.path.exists(path):
       raise DataError(f'missing text feature file for qid {qid}: {path}')
-    with np.load(path) as z:
-      if self.key not in z.files:
-        raise DataError(f'{path}: no key {self.key!r} in the npz; keys: {z.files}')
-      x = np.asarray(z[self.key], np.float32)
+    x = np.asarray(read_array(path, (self.key,)), np.float32)
     if x.ndim == 1:          # pooler_output: one vector per query
       x = x[None]
     if x.ndim == 3 and x.shape[0] == 1:   # saved with a batch axis
