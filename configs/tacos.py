@@ -17,4 +17,5 @@ def get_config():
   c.loss.sim = 4.0
   c.learning_rate = 2e-4
   c.lr_drop_epochs = 40
+  c.round_seconds = 2.0             # the release's TACoS post-processing (inference.py)
   return c

@@ -90,4 +90,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.tensorboard = False
   c.nms_threshold = -1.0             # temporal NMS at eval; < 0 disables (release default)
   c.max_pred_windows = 10            # windows written per query
+  # Window boundaries rounded to multiples of the clip length, as the release's
+  # post-processing; round_seconds > 0 sets the unit (0: the data's clip length).
+  c.round_windows = True
+  c.round_seconds = 0.0
   return c

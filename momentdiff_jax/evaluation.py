@@ -15,19 +15,39 @@ from momentdiff_jax import workdir as workdir_lib
 from momentdiff_jax.data import dataset as dataset_lib
 
 
+def round_unit(config, clip_len: Optional[float]) -> float:
+  """Seconds that window boundaries are rounded to (0: no rounding).
+
+  The release rounds start and end to multiples of the clip length after clamping
+  (momentdiff/postprocessing_momentdiff.py, `round_to_multiple_clip_lengths`, with the
+  clip length inference.py passes per dataset). `config.round_windows=False` turns it
+  off; `config.round_seconds > 0` sets the unit (e.g. TACoS: the release rounds to 2 s
+  although its features are pooled), else the data's clip length; none known: no rounding.
+  """
+  if not config.get('round_windows', True):
+    return 0.0
+  unit = float(config.get('round_seconds', 0.0) or 0.0)
+  return unit if unit > 0 else float(clip_len or 0.0)
+
+
 def windows_from_spans(spans: np.ndarray, scores: np.ndarray, span_seconds: np.ndarray,
-                       duration: np.ndarray, top_k: int,
-                       nms_threshold: float = -1.0) -> list[list[list[float]]]:
+                       duration: np.ndarray, top_k: int, nms_threshold: float = -1.0,
+                       round_to: float = 0.0) -> list[list[list[float]]]:
   """Normalized (center, width) spans -> ranked `[start_s, end_s, score]` lists.
 
   spans: (B, N, 2); scores: (B, N); span_seconds, duration: (B,). Spans are normalized
   by the seconds of the clips the model saw (`span_seconds`), then clipped to the
-  duration.
+  duration; with `round_to` > 0, start and end are rounded to its multiples (half to
+  even, as torch.round) and clipped to the duration again, so a window never leaves
+  the video (the release clamps to [0, 150] s instead).
   """
   spans = np.asarray(spans, np.float64)
   se = np.stack([spans[..., 0] - spans[..., 1] / 2, spans[..., 0] + spans[..., 1] / 2], -1)
   length = np.asarray(span_seconds, np.float64)[:, None, None]
-  se = np.clip(se * length, 0.0, duration[:, None, None])
+  dur = np.asarray(duration, np.float64)[:, None, None]
+  se = np.clip(se * length, 0.0, dur)
+  if round_to > 0:
+    se = np.clip(np.round(se / round_to) * round_to, 0.0, dur)
   order = np.argsort(-scores, axis=1, kind='stable')
   se = np.take_along_axis(se, order[..., None], axis=1)
   sc = np.take_along_axis(scores, order, axis=1)
@@ -66,6 +86,7 @@ def predict_split(sample_fn, params, config, dataset, split: str, mesh, rng,
   order, trajectories dict index -> (S, N, 2) for the first `max_trajectories` examples).
   """
   rows = dataset.rows(split)
+  unit = round_unit(config, dataset.info.get('clip_len') or config.data.get('clip_len'))
   results = {}
   trajectories = {}
   for i, local in enumerate(dataset.eval_batches(split, config.eval_batch_size,
@@ -78,8 +99,8 @@ def predict_split(sample_fn, params, config, dataset, split: str, mesh, rng,
     meta = multihost_utils.process_allgather(
         {k: local[k] for k in ('index', 'num_clips', 'duration', 'span_seconds')}, tiled=True)
     wins = windows_from_spans(out['spans'], out['scores'], meta['span_seconds'],
-                              meta['duration'],
-                              config.max_pred_windows, config.nms_threshold)
+                              meta['duration'], config.max_pred_windows,
+                              config.nms_threshold, unit)
     for b, idx in enumerate(np.asarray(meta['index'])):
       if idx < 0:
         continue

@@ -84,7 +84,8 @@ class Predictor:
         (L_i, D_i) arrays (L2-normalized each, cut to the shortest, concatenated
         as the dataset builder does).
       query_features: (Lt, Dt) token features (truncated to `data.max_q_l`).
-      duration: video length in seconds; windows are clipped to [0, duration].
+      duration: video length in seconds; windows are clipped to [0, duration] and
+        rounded to multiples of the clip length (`config.round_windows`).
       clip_len: seconds per clip; default: the training data's, else duration / L.
     Returns:
       {'pred_relevant_windows': [[start_s, end_s, score], ...] best first,
@@ -119,6 +120,7 @@ class Predictor:
     clip_len = clip_len or self.config.data.get('clip_len') or duration / n
     wins = evaluation.windows_from_spans(
         out['spans'], out['scores'], np.asarray([n * clip_len]), np.asarray([duration]),
-        self.config.max_pred_windows, self.config.nms_threshold)[0]
+        self.config.max_pred_windows, self.config.nms_threshold,
+        evaluation.round_unit(self.config, clip_len))[0]
     return {'pred_relevant_windows': wins,
             'pred_saliency_scores': np.asarray(out['saliency'][0, :n]).round(4).tolist()}
