@@ -1,16 +1,20 @@
 r"""Convert an authors' PyTorch MomentDiff checkpoint into a momentdiff_jax workdir.
 
   python data_prep/convert_torch_checkpoint.py --checkpoint=model_best.ckpt \
-      --config=configs/charades.py --video_dim=2818 --text_dim=512 --workdir=DIR
+      --config=configs/charades.py --workdir=DIR [--config.data.dir=DATA]
 
-Reads the checkpoint with `torch.load(..., weights_only=True)` (no code from the file
-runs), takes its `model` state_dict, maps every tensor through the one table in
-`momentdiff_jax.torch_mapping`, and writes DIR/config.json (the config with
-`video_dim`/`text_dim`) and the params as DIR's best checkpoint, which evaluate.py and
-Predictor load. Strict: an unknown tensor, an unfilled parameter or a shape mismatch
-stops the conversion with the full list. Tensors of modules the release defines but
-never calls are listed as skipped. --video_dim/--text_dim default to the sizes found
-in the checkpoint.
+Reads the file the release's train.py writes (`{"model", "optimizer", "lr_scheduler",
+"epoch", "opt"}`) or a bare state_dict, with `torch.load(weights_only=True)` allowing
+only argparse.Namespace and torch.device beyond tensors and plain containers (no code
+from the file runs; anything else is refused by name). Its `opt` sets the config: dims,
+layer counts (`enc_layers` sets the T2V stack and the encoder), hidden size, heads,
+N_r, `max_q_l`, dataset, clip length, the order of the video feature sources
+(`v_feat_dirs`, recorded as `video_sources`) and the training recipe; flags given
+explicitly (`--config.KEY=...`, `--video_dim`, `--text_dim`, `--video_sources`) win,
+and every conflict with the file is printed. Every tensor is mapped through the one
+table in `momentdiff_jax.torch_mapping`; DIR gets config.json and the params as its
+best checkpoint, which evaluate.py and Predictor load. Strict: an unknown tensor, an
+unfilled parameter or a shape mismatch stops the conversion with the full list.
 """
 import os
 import sys
@@ -22,6 +26,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from momentdiff_jax import release_checkpoint  # pylint: disable=g-import-not-at-top
 from momentdiff_jax import torch_mapping  # pylint: disable=g-import-not-at-top
 
 _CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'Release .ckpt file (torch.save dict).')
@@ -29,25 +34,14 @@ _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.', lock_c
 _VIDEO_DIM = flags.DEFINE_integer('video_dim', None, 'Dv incl. TEF (default: from the file).')
 _TEXT_DIM = flags.DEFINE_integer('text_dim', None, 'Dt (default: from the file).')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Output workdir.')
-
-TORCH_HINT = ('PyTorch is needed only to read release checkpoints. Install the CPU wheel, '
-              "e.g. `pip install -e '.[torch]'` (or `pip install torch --index-url "
-              'https://download.pytorch.org/whl/cpu`).')
+_VIDEO_SOURCES = flags.DEFINE_list(
+    'video_sources', None, 'Video feature sources in the order the weights expect, e.g. '
+    'clip_features,slowfast_features (default: the file\'s opt.v_feat_dirs).')
 
 
 def load_state_dict(path: str) -> dict:
-  """The release checkpoint's model state_dict as numpy arrays (float32 for floats)."""
-  try:
-    import torch  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
-    raise SystemExit(f'torch is not installed. {TORCH_HINT}') from e
-  ckpt = torch.load(path, map_location='cpu', weights_only=True)
-  sd = ckpt['model'] if isinstance(ckpt, dict) and 'model' in ckpt else ckpt
-  out = {}
-  for k, v in sd.items():
-    v = v.detach().cpu()
-    out[k] = v.float().numpy() if v.is_floating_point() else v.numpy()
-  return out
+  """The checkpoint's model state_dict as numpy arrays (float32 for floats)."""
+  return release_checkpoint.load(path)[0]
 
 
 def infer_dims(sd: dict) -> tuple:
@@ -86,15 +80,46 @@ def save_converted(workdir: str, config, variables) -> None:
   checkpointing.save_converted(workdir, config, variables)
 
 
+def configure(config, sd: dict, opt, explicit: dict) -> tuple:
+  """Fills `config` from the file; returns (video_dim, text_dim, report lines)."""
+  file_dv, file_dt = infer_dims(sd)
+  settings = release_checkpoint.settings_from_opt(opt) if opt else {}
+  lines = []
+  for name, tdim, opt_key in (('video_dim', file_dv, 'v_feat_dim'),
+                              ('text_dim', file_dt, 't_feat_dim')):
+    if opt and opt.get(opt_key) is not None and int(opt[opt_key]) != tdim:
+      lines.append(f'note: opt.{opt_key} = {opt[opt_key]} but the weights take {tdim} '
+                   'inputs; using the weights\' size')
+    settings[name] = tdim
+  lines += release_checkpoint.apply_settings(config, settings, explicit)
+  return int(config.video_dim), int(config.text_dim), lines
+
+
 def main(argv):
   del argv
   config = _CONFIG.value
   if config is None or not _CHECKPOINT.value or not _WORKDIR.value:
     raise app.UsageError('--checkpoint, --config and --workdir are required.')
-  sd = load_state_dict(_CHECKPOINT.value)
-  file_dv, file_dt = infer_dims(sd)
-  video_dim = _VIDEO_DIM.value or file_dv
-  text_dim = _TEXT_DIM.value or file_dt
+  try:
+    sd, opt = release_checkpoint.load(_CHECKPOINT.value)
+  except release_checkpoint.CheckpointError as e:
+    print(e, file=sys.stderr)
+    raise SystemExit(1)
+  explicit = dict(config_flags.get_override_values(flags.FLAGS['config']))
+  for name, flag in (('video_dim', _VIDEO_DIM), ('text_dim', _TEXT_DIM),
+                     ('video_sources', _VIDEO_SOURCES)):
+    if flag.value is not None:
+      explicit[name] = flag.value
+      with config.unlocked():
+        config[name] = flag.value
+  video_dim, text_dim, lines = configure(config, sd, opt, explicit)
+  print(f'{_CHECKPOINT.value}: ' + ('run settings read from its opt' if opt else
+                                    'a bare state_dict (no opt): settings from the config'))
+  for line in lines:
+    print(f'  {line}')
+  if not config.get('video_sources'):
+    print('  WARNING: the order of the video feature sources is unknown (no opt.v_feat_dirs): '
+          'pass --video_sources=NAME,NAME so that datasets in another order are matched.')
   try:
     variables, skipped = convert(sd, config, video_dim, text_dim)
   except torch_mapping.ConversionError as e:
@@ -107,9 +132,6 @@ def main(argv):
   for name in skipped:
     print(f'  {name}')
   print(check_schedule(sd, config))
-  with config.unlocked():
-    config.video_dim = int(video_dim)
-    config.text_dim = int(text_dim)
   save_converted(_WORKDIR.value, config, variables)
   print(f'Wrote {os.path.join(_WORKDIR.value, "config.json")} and the params checkpoint '
         f'under {os.path.join(_WORKDIR.value, "checkpoints")}.')

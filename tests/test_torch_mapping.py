@@ -296,3 +296,91 @@ def test_release_model_parity():
                                               t.astype(np.int32))
   for k, v in ref.items():
     assert np.abs(np.asarray(out[k]) - v).max() <= 1e-5, k
+
+
+# ------------------------------------------------------------------ release checkpoint files
+def _release_file(torch, sd, path, opt):
+  """A file laid out as the release's train.py saves it: model, AdamW and StepLR state
+  (after one real step), epoch, and the run's argparse.Namespace with a torch.device."""
+  import argparse
+  params = [torch.nn.Parameter(torch.from_numpy(v.copy())) for v in sd.values()
+            if v.dtype == np.float32]
+  optimizer = torch.optim.AdamW(params, lr=2e-4, weight_decay=1e-4)
+  scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 40)
+  sum(p.sum() for p in params).backward()
+  optimizer.step()
+  scheduler.step()
+  torch.save({'model': {k: torch.from_numpy(v) for k, v in sd.items()},
+              'optimizer': optimizer.state_dict(), 'lr_scheduler': scheduler.state_dict(),
+              'epoch': 7, 'opt': argparse.Namespace(device=torch.device('cpu'), **opt)},
+             str(path))
+
+
+RELEASE_OPT = dict(
+    dset_name='charades', ctx_mode='video_tef', hidden_dim=D, nheads=H, dim_feedforward=FFN,
+    enc_layers=3, dec_layers=2, num_queries=5, max_q_l=20, max_windows=5, clip_length=1.0,
+    v_feat_dim=DV, t_feat_dim=DT, n_input_proj=2, use_txt_pos=False, input_dropout=0.5,
+    dropout=0.1, lr=2e-4, lw_saliency=4.0, seed=42, no_norm_vfeat=False, dset_domain=None,
+    v_feat_dirs=['/mnt/x/charades/clip_features', '/mnt/x/charades/slowfast_features'],
+    train_log_txt_formatter='{time_str} [Epoch] {epoch:03d}\n', results_dir='results/x')
+
+
+def test_release_checkpoint_file_converts_with_its_opt(tmp_path):
+  """The whole file the release writes -> workdir; the config comes from its `opt`
+  (3 T2V + 3 encoder layers from `enc_layers`, D, heads, N_r, sources...), an explicit
+  flag wins over it with the conflict printed, and the params are exact."""
+  torch = _torch()
+  cfg = small_cfg()
+  cfg.t2v_layers = cfg.enc_layers = 3
+  params = random_params(cfg, seed=3)
+  sd = tm.flax_to_torch(params, tm.build_table(cfg, DV, DT),
+                        skipped_rng=np.random.RandomState(1))
+  ckpt = tmp_path / 'model_best.ckpt'
+  _release_file(torch, sd, ckpt, RELEASE_OPT)
+  workdir = tmp_path / 'wd'
+  env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''),
+             JAX_PLATFORMS='cpu')
+  res = subprocess.run(
+      [sys.executable, os.path.join(REPO, 'data_prep', 'convert_torch_checkpoint.py'),
+       f'--checkpoint={ckpt}', f'--config={os.path.join(REPO, "configs", "charades.py")}',
+       f'--workdir={workdir}', '--config.learning_rate=0.001'],
+      capture_output=True, text=True, env=env, cwd=str(tmp_path))
+  assert res.returncode == 0, res.stdout + res.stderr
+  assert 'conflict: learning_rate = 0.001 given explicitly, the checkpoint says 0.0002' in res.stdout
+  from momentdiff_jax import checkpointing
+  c = checkpointing.load_config(str(workdir))
+  assert (c.video_dim, c.text_dim) == (DV, DT)
+  assert (c.model.hidden_dim, c.model.num_heads, c.model.ffn_dim) == (D, H, FFN)
+  assert (c.model.t2v_layers, c.model.enc_layers, c.model.dec_layers) == (3, 3, 2)
+  assert (c.data.max_q_l, c.model.max_q_l, c.diffusion.num_spans) == (20, 20, 5)
+  assert (c.data.name, c.data.clip_len, c.data.use_tef) == ('charades', 1.0, True)
+  assert list(c.video_sources) == ['clip_features', 'slowfast_features']
+  assert c.learning_rate == 0.001
+  _, restored, _ = checkpointing.restore_params(str(workdir))
+  for path, x in jax.tree_util.tree_leaves_with_path(params):
+    got = restored['params']
+    for key in path:
+      got = got[key.key]
+    np.testing.assert_array_equal(np.asarray(got), x)
+
+
+def test_checkpoint_with_other_globals_is_refused_by_name(tmp_path, small):
+  """A class outside the allowed set is named and nothing from the file runs."""
+  torch = _torch()
+  from momentdiff_jax import release_checkpoint
+  marker = tmp_path / 'ran'
+
+  class Payload:
+    def __reduce__(self):
+      return (open, (str(marker), 'w'))
+
+  path = tmp_path / 'evil.ckpt'
+  torch.save({'model': {k: torch.from_numpy(v) for k, v in small['sd'].items()},
+              'opt': {'hook': Payload()}}, str(path))
+  with pytest.raises(release_checkpoint.CheckpointError, match=r'holds `[\w.]*open`'):
+    release_checkpoint.load(str(path))
+  assert not marker.exists()
+  bare = tmp_path / 'bare.ckpt'       # a bare state_dict still loads, without opt
+  torch.save({k: torch.from_numpy(v) for k, v in small['sd'].items()}, str(bare))
+  sd, opt = release_checkpoint.load(str(bare))
+  assert opt is None and set(sd) == set(small['sd'])
