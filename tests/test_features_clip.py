@@ -11,37 +11,17 @@ safetensors_numpy = pytest.importorskip('safetensors.numpy')
 
 from momentdiff_jax.features import clip as clip_lib  # pylint: disable=g-import-not-at-top
 from momentdiff_jax.features import weights as weights_lib  # pylint: disable=g-import-not-at-top
-from tests import clip_vocab  # pylint: disable=g-import-not-at-top
+from tests import backbone_fixtures  # pylint: disable=g-import-not-at-top
 
 TEXTS = ['a person opens the door.', 'He puts the laptop on a table, then sits down!',
          "it's 3 o'clock", 'x' * 5 + ' y' * 90]
 VOCAB_TEXTS = TEXTS + ['the person is sitting on a chair and laughing at the door']
 
 
-def _torch_model(vocab_size, act='quick_gelu'):
-  cfg = transformers.CLIPConfig(
-      text_config=dict(vocab_size=vocab_size, hidden_size=32, intermediate_size=40,
-                       num_hidden_layers=2, num_attention_heads=4,
-                       max_position_embeddings=77, hidden_act=act),
-      vision_config=dict(hidden_size=48, intermediate_size=56, num_hidden_layers=2,
-                         num_attention_heads=4, image_size=40, patch_size=8,
-                         hidden_act=act),
-      projection_dim=24)
-  torch.manual_seed(0)
-  model = transformers.CLIPModel(cfg).eval()
-  with torch.no_grad():  # random LayerNorm affine params and biases, not 1/0
-    for name, p in model.named_parameters():
-      if 'norm' in name or name.endswith('bias'):
-        p.add_(0.1 * torch.randn_like(p))
-  return model
-
-
 @pytest.fixture(scope='module')
 def clip_dir(tmp_path_factory):
   d = str(tmp_path_factory.mktemp('clip'))
-  vocab_size = clip_vocab.write_vocab(d, VOCAB_TEXTS, num_merges=60)
-  model = _torch_model(vocab_size)
-  model.save_pretrained(d)
+  model = backbone_fixtures.write_tiny_clip(d, VOCAB_TEXTS)
   with open(os.path.join(d, 'preprocessor_config.json'), 'w') as f:
     json.dump({'crop_size': {'height': 40, 'width': 40}, 'image_mean': [0.5, 0.4, 0.3],
                'image_std': [0.2, 0.3, 0.25]}, f)
@@ -87,9 +67,8 @@ def test_image_embeds_match_transformers(clip_dir, backbone):
 
 def test_gelu_variant_and_bin_file_load(tmp_path):
   """Another activation and pytorch_model.bin: sizes and act come from config.json."""
-  vocab_size = clip_vocab.write_vocab(str(tmp_path), VOCAB_TEXTS, num_merges=20)
-  model = _torch_model(vocab_size, act='gelu')
-  model.save_pretrained(str(tmp_path))
+  model = backbone_fixtures.write_tiny_clip(str(tmp_path), VOCAB_TEXTS, act='gelu',
+                                           num_merges=20)
   tensors = safetensors_numpy.load_file(str(tmp_path / 'model.safetensors'))
   os.remove(tmp_path / 'model.safetensors')
   torch.save({k: torch.tensor(v) for k, v in tensors.items()}, tmp_path / 'pytorch_model.bin')

@@ -6,11 +6,6 @@ published layouts (pytorchvideo names, and SlowFast-repository names under
 compared. Widths are tiny and the clip small (8 Fast frames of 64x64) so it runs in
 seconds; the depths (3, 4, 6, 3), kernels and strides are R50's.
 """
-import importlib
-import re
-import sys
-import types
-
 import jax
 import numpy as np
 import pytest
@@ -19,81 +14,18 @@ torch = pytest.importorskip('torch')
 
 from momentdiff_jax.features import slowfast as slowfast_lib  # pylint: disable=g-import-not-at-top
 from momentdiff_jax.features import weights as weights_lib  # pylint: disable=g-import-not-at-top
+from tests import backbone_fixtures  # pylint: disable=g-import-not-at-top
 
 T_FAST, SIZE, ALPHA = 8, 64, 4
 
 
-def _create_slowfast():
-  """pytorchvideo's builder. Its head module imports torchvision's RoIAlign (detection
-  heads only); without a torchvision build matching torch, a stand-in is registered for
-  that import alone and removed again."""
-  try:
-    importlib.import_module('torchvision.ops')
-    stub = False
-  except Exception:  # pylint: disable=broad-except
-    stub = True
-    tv, ops = types.ModuleType('torchvision'), types.ModuleType('torchvision.ops')
-    ops.RoIAlign = type('RoIAlign', (), {})
-    tv.ops = ops
-    saved = {k: sys.modules.get(k) for k in ('torchvision', 'torchvision.ops')}
-    sys.modules.update({'torchvision': tv, 'torchvision.ops': ops})
-  try:
-    slowfast = pytest.importorskip('pytorchvideo.models.slowfast')
-  finally:
-    if stub:
-      for k, v in saved.items():
-        if v is None:
-          sys.modules.pop(k, None)
-        else:
-          sys.modules[k] = v
-  return slowfast.create_slowfast
-
-
-def _reference_model():
-  create_slowfast = _create_slowfast()
-  final = SIZE // 32  # stem /4, stages 2-4 /2 each
-  torch.manual_seed(0)
-  model = create_slowfast(model_depth=50, stem_dim_outs=(8, 1),
-                          slowfast_channel_reduction_ratio=(8,), model_num_class=5,
-                          head_pool_kernel_sizes=((T_FAST // ALPHA, final, final),
-                                                  (T_FAST, final, final))).eval()
-  with torch.no_grad():  # BatchNorm statistics and affine params away from 0/1
-    for module in model.modules():
-      if isinstance(module, torch.nn.BatchNorm3d):
-        module.weight.uniform_(0.5, 1.5)
-        module.bias.normal_(0, 0.1)
-        module.running_mean.normal_(0, 0.1)
-        module.running_var.uniform_(0.5, 1.5)
-  return model
-
-
-_TO_REPO = [  # pytorchvideo module names -> SlowFast repository names
-    (r'blocks\.0\.multipathway_blocks\.(\d)\.conv', r's1.pathway\1_stem.conv'),
-    (r'blocks\.0\.multipathway_blocks\.(\d)\.norm', r's1.pathway\1_stem.bn'),
-    (r'blocks\.(\d)\.multipathway_fusion\.conv_fast_to_slow', lambda m: f's{int(m[1]) + 1}_fuse.conv_f2s'),
-    (r'blocks\.(\d)\.multipathway_fusion\.norm', lambda m: f's{int(m[1]) + 1}_fuse.bn'),
-    (r'blocks\.(\d)\.multipathway_blocks\.(\d)\.res_blocks\.(\d+)\.',
-     lambda m: f's{int(m[1]) + 1}.pathway{m[2]}_res{m[3]}.'),
-    (r'branch1_conv', 'branch1'), (r'branch1_norm', 'branch1_bn'),
-    (r'branch2\.conv_([abc])', r'branch2.\1'), (r'branch2\.norm_([abc])', r'branch2.\1_bn'),
-    (r'blocks\.6\.proj', 'head.projection'),
-]
-
-
-def _to_repo(name):
-  for pattern, repl in _TO_REPO:
-    name = re.sub(pattern, repl, name)
-  return name
-
-
 @pytest.fixture(scope='module')
 def reference(tmp_path_factory):
-  model = _reference_model()
+  pytest.importorskip('pytorchvideo')
+  model = backbone_fixtures.tiny_slowfast_model(t_fast=T_FAST, size=SIZE, alpha=ALPHA)
   d = tmp_path_factory.mktemp('slowfast')
-  state = model.state_dict()
-  torch.save(state, d / 'pytorchvideo.pyth')
-  torch.save({'model_state': {_to_repo(k): v for k, v in state.items()}, 'epoch': 196},
-             d / 'slowfast_repo.pyth')
+  for layout in ('pytorchvideo', 'slowfast_repo'):
+    backbone_fixtures.write_tiny_slowfast(str(d / f'{layout}.pyth'), model, layout)
   frames = np.random.default_rng(0).normal(size=(2, T_FAST, SIZE, SIZE, 3)).astype(np.float32)
   fast = torch.tensor(frames).permute(0, 4, 1, 2, 3)  # (N, C, T, H, W)
   slow = torch.index_select(fast, 2, torch.linspace(0, T_FAST - 1, T_FAST // ALPHA).long())
@@ -126,7 +58,7 @@ def test_slowfast_repo_layout_loads_the_same_variables(reference, backbone):
   assert other.model.cfg == backbone.model.cfg
   flat = lambda v: {jax.tree_util.keystr(k): np.asarray(x)
                     for k, x in jax.tree_util.tree_leaves_with_path(v)}
-  ours, theirs = flat(backbone.variables), flat(other.variables)
+  ours, theirs = flat(backbone.params), flat(other.params)
   assert ours.keys() == theirs.keys() and len(ours) > 300
   for k in ours:
     np.testing.assert_array_equal(ours[k], theirs[k], err_msg=k)

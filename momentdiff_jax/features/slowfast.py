@@ -137,17 +137,19 @@ class SlowFastBackbone:
 
   def __init__(self, model: SlowFast, variables: dict, num_frames: int = 32,
                crop_size: int = 224, mean=SLOWFAST_MEAN, std=SLOWFAST_STD):
-    self.model, self.variables = model, variables
+    # `params` (as ClipBackbone's) is the whole variable dict `apply_clips` takes:
+    # {'params': conv kernels / BN scales, 'batch_stats': BN running statistics}.
+    self.model, self.params = model, variables
     self.alpha = model.cfg.alpha
     self.num_frames, self.crop_size = num_frames, crop_size
     self.mean, self.std = tuple(mean), tuple(std)
     self.feature_dim = model.cfg.feature_dim
     self._encode = jax.jit(self.apply_clips)
 
-  def apply_clips(self, variables, frames):
-    """Pure function of (variables, frames (N, T, H, W, C)) -> (N, feature_dim)."""
+  def apply_clips(self, params, frames):
+    """Pure function of (params, frames (N, T, H, W, C)) -> (N, feature_dim)."""
     slow = frames[:, slow_indices(frames.shape[1], self.alpha)]
-    return self.model.apply(variables, slow, frames)
+    return self.model.apply(params, slow, frames)
 
   def encode_clips(self, frames) -> jax.Array:
     """frames float32 (N, T_fast, H, W, 3), normalized -> (N, feature_dim).
@@ -162,7 +164,7 @@ class SlowFastBackbone:
       raise ValueError(f'encode_clips: frames shape {shape}, expected (N, T, H, W, '
                        f'{self.model.cfg.in_channels}) with T a multiple of alpha='
                        f'{self.alpha} (T={self.num_frames} for the 8x8 weights)')
-    return self._encode(self.variables, jnp.asarray(frames, jnp.float32))
+    return self._encode(self.params, jnp.asarray(frames, jnp.float32))
 
 
 def load_slowfast(path: str, alpha: int = 4, num_frames: int = 32,

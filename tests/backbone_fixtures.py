@@ -1,0 +1,132 @@
+"""Tiny random backbones written as users' weight files (no network), for tests.
+
+* `write_tiny_clip(directory, texts)`: a transformers `CLIPModel` from a tiny config,
+  `save_pretrained` into `directory` with a BPE vocabulary learned from `texts`.
+* `write_tiny_slowfast(path)`: pytorchvideo's `create_slowfast` with tiny widths, its
+  state_dict saved with `torch.save` (pytorchvideo names; `layout='slowfast_repo'` writes
+  the SlowFast repository's names under 'model_state').
+Both need torch (+ transformers / pytorchvideo); callers `pytest.importorskip` them.
+"""
+import importlib
+import re
+import sys
+import types
+import warnings
+
+from tests import clip_vocab
+
+
+def tiny_clip_model(vocab_size: int, act: str = 'quick_gelu', image_size: int = 40,
+                    seed: int = 0):
+  """A random transformers CLIPModel (text 32 wide, image 48 wide, 2 layers each)."""
+  import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+  cfg = transformers.CLIPConfig(
+      text_config=dict(vocab_size=vocab_size, hidden_size=32, intermediate_size=40,
+                       num_hidden_layers=2, num_attention_heads=4,
+                       max_position_embeddings=77, hidden_act=act),
+      vision_config=dict(hidden_size=48, intermediate_size=56, num_hidden_layers=2,
+                         num_attention_heads=4, image_size=image_size, patch_size=8,
+                         hidden_act=act),
+      projection_dim=24)
+  torch.manual_seed(seed)
+  model = transformers.CLIPModel(cfg).eval()
+  with torch.no_grad():  # random LayerNorm affine params and biases, not 1/0
+    for name, p in model.named_parameters():
+      if 'norm' in name or name.endswith('bias'):
+        p.add_(0.1 * torch.randn_like(p))
+  return model
+
+
+def write_tiny_clip(directory: str, texts, act: str = 'quick_gelu', image_size: int = 40,
+                    num_merges: int = 60):
+  """Writes a tiny CLIP directory (config, safetensors, vocab); returns the torch model."""
+  vocab_size = clip_vocab.write_vocab(directory, texts, num_merges=num_merges)
+  model = tiny_clip_model(vocab_size, act, image_size)
+  model.save_pretrained(directory)
+  return model
+
+
+def create_slowfast_builder():
+  """pytorchvideo's `create_slowfast`. Its head module imports torchvision's RoIAlign
+  (used by detection heads only); without a torchvision build matching torch, a
+  stand-in is registered for that import alone and removed again."""
+  try:
+    importlib.import_module('torchvision.ops')
+    stub, saved = False, {}
+  except Exception:  # pylint: disable=broad-except
+    stub = True
+    tv, ops = types.ModuleType('torchvision'), types.ModuleType('torchvision.ops')
+    ops.RoIAlign = type('RoIAlign', (), {})
+    tv.ops = ops
+    saved = {k: sys.modules.get(k) for k in ('torchvision', 'torchvision.ops')}
+    sys.modules.update({'torchvision': tv, 'torchvision.ops': ops})
+  try:
+    with warnings.catch_warnings():  # pytorchvideo's torch.jit.script deprecation notices
+      warnings.simplefilter('ignore', DeprecationWarning)
+      return importlib.import_module('pytorchvideo.models.slowfast').create_slowfast
+  finally:
+    if stub:
+      for k, v in saved.items():
+        if v is None:
+          sys.modules.pop(k, None)
+        else:
+          sys.modules[k] = v
+
+
+def tiny_slowfast_model(model_depth: int = 50, t_fast: int = 8, size: int = 64,
+                        alpha: int = 4, seed: int = 0):
+  """pytorchvideo SlowFast with R`model_depth` depths/kernels, stem widths 8 / 1
+  (Slow out 256, Fast out 32), random weights and BatchNorm statistics, eval mode.
+  The head pool fits (t_fast, size, size) clips."""
+  import torch  # pylint: disable=g-import-not-at-top
+  final = size // 32  # stem /4, then stages 2-4 /2 each
+  torch.manual_seed(seed)
+  builder = create_slowfast_builder()
+  with warnings.catch_warnings():
+    warnings.simplefilter('ignore', DeprecationWarning)
+    model = builder(
+        model_depth=model_depth, stem_dim_outs=(8, 1), slowfast_channel_reduction_ratio=(8,),
+        model_num_class=5, head_pool_kernel_sizes=((t_fast // alpha, final, final),
+                                                   (t_fast, final, final))).eval()
+  with torch.no_grad():
+    for module in model.modules():
+      if isinstance(module, torch.nn.BatchNorm3d):
+        module.weight.uniform_(0.5, 1.5)
+        module.bias.normal_(0, 0.1)
+        module.running_mean.normal_(0, 0.1)
+        module.running_var.uniform_(0.5, 1.5)
+  return model
+
+
+_TO_REPO = [  # pytorchvideo module names -> SlowFast repository names
+    (r'blocks\.0\.multipathway_blocks\.(\d)\.conv', r's1.pathway\1_stem.conv'),
+    (r'blocks\.0\.multipathway_blocks\.(\d)\.norm', r's1.pathway\1_stem.bn'),
+    (r'blocks\.(\d)\.multipathway_fusion\.conv_fast_to_slow',
+     lambda m: f's{int(m[1]) + 1}_fuse.conv_f2s'),
+    (r'blocks\.(\d)\.multipathway_fusion\.norm', lambda m: f's{int(m[1]) + 1}_fuse.bn'),
+    (r'blocks\.(\d)\.multipathway_blocks\.(\d)\.res_blocks\.(\d+)\.',
+     lambda m: f's{int(m[1]) + 1}.pathway{m[2]}_res{m[3]}.'),
+    (r'branch1_conv', 'branch1'), (r'branch1_norm', 'branch1_bn'),
+    (r'branch2\.conv_([abc])', r'branch2.\1'), (r'branch2\.norm_([abc])', r'branch2.\1_bn'),
+    (r'blocks\.6\.proj', 'head.projection'),
+]
+
+
+def to_slowfast_repo_name(name: str) -> str:
+  for pattern, repl in _TO_REPO:
+    name = re.sub(pattern, repl, name)
+  return name
+
+
+def write_tiny_slowfast(path: str, model=None, layout: str = 'pytorchvideo', **kwargs):
+  """Saves a tiny SlowFast checkpoint to `path` (.pyth); returns the torch model."""
+  import torch  # pylint: disable=g-import-not-at-top
+  model = model if model is not None else tiny_slowfast_model(**kwargs)
+  state = model.state_dict()
+  if layout == 'slowfast_repo':
+    torch.save({'model_state': {to_slowfast_repo_name(k): v for k, v in state.items()},
+                'epoch': 196}, path)
+  else:
+    torch.save(state, path)
+  return model
