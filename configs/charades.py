@@ -1,7 +1,8 @@
 """Charades-STA with SlowFast + CLIP video features and CLIP text (the paper's main setting).
 
 Release script: momentdiff/scripts/train_charades_sf.sh (lr 2e-4, lr drop 40, clip 1 s,
-lw_saliency 4, max_v_l -1 = keep every clip, seed 42). Dv = 2304 + 512 + 2 TEF = 2818,
+lw_saliency 4, max_v_l -1 = keep every clip, seed 42). Video features CLIP then SlowFast,
+as the script's `--v_feat_dirs`: Dv = 512 + 2304 + 2 TEF = 2818,
 Dt = 512; both are read from the built dataset.
 """
 from momentdiff_jax.config_base import base_config

@@ -87,6 +87,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval_every_steps = -1            # <= 0: once per epoch, as the release (train.py)
   c.checkpoint_every_steps = 1000
   c.max_checkpoints_to_keep = 2
+  # A workdir (trained or converted) whose best params start this run (fine-tuning);
+  # its video feature sources are matched to this dataset's order.
+  c.init_from = ''
   c.tensorboard = False
   c.nms_threshold = -1.0             # temporal NMS at eval; < 0 disables (release default)
   c.max_pred_windows = 10            # windows written per query

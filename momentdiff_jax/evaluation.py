@@ -11,6 +11,7 @@ from momentdiff_jax import diffusion
 from momentdiff_jax import mesh as mesh_lib
 from momentdiff_jax import metrics as metrics_lib
 from momentdiff_jax import train_step as ts
+from momentdiff_jax import video_sources
 from momentdiff_jax import workdir as workdir_lib
 from momentdiff_jax.data import dataset as dataset_lib
 
@@ -167,6 +168,11 @@ def write_plots(out_dir: str, split: str, preds, rows, trajectories: dict) -> li
   return paths
 
 
+def _print0(msg: str):
+  if jax.process_index() == 0:
+    print(msg, flush=True)
+
+
 def evaluate_workdir(workdir: str, split: str = 'test', checkpoint: str = 'best',
                      sampling_steps: Optional[int] = None, plots: bool = False,
                      num_trajectories: int = 6) -> Optional[dict]:
@@ -175,6 +181,8 @@ def evaluate_workdir(workdir: str, split: str = 'test', checkpoint: str = 'best'
   config, model, params, step, used = workdir_lib.restore_model(
       workdir, checkpoint, mesh_lib.replicated(mesh))
   dataset = dataset_lib.open_dataset(config)
+  # Weights trained on another order of the same feature sources read this dataset's.
+  params = video_sources.align_to_dataset(config, params, dataset.info, log=_print0)
   steps = int(sampling_steps or config.diffusion.sampling_steps)
   sample_fn = jax.jit(ts.make_sample_fn(model, config, diffusion.make_schedule(config.diffusion),
                                         steps, return_trajectory=plots))

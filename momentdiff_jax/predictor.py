@@ -2,8 +2,15 @@
 
     from momentdiff_jax import Predictor
     p = Predictor.from_workdir('workdirs/charades')
-    out = p.predict([slowfast (L, 2304), clip (L, 512)], text_tokens (Lt, 512), duration=30.2)
+    p.video_sources                # e.g. ['clip_features', 'slowfast_features']
+    out = p.predict({'clip_features': clip (L, 512), 'slowfast_features': sf (L, 2304)},
+                    text_tokens (Lt, 512), duration=30.2)
     out['pred_relevant_windows']   # [[start_s, end_s, score], ...] best first
+
+Video features of several types are given as a dict keyed by source name (any order:
+they are arranged as the weights expect) or as a list in `p.video_sources` order, the
+order of the dataset the weights were trained on (the release's SF+C checkpoints:
+CLIP first, then SlowFast).
 
 Videos of any length are padded to a length bucket (the config's buckets, then
 multiples of the largest), so a handful of programs serve every call; the compiled
@@ -56,8 +63,27 @@ class Predictor:
         return b
     return -(-num_clips // buckets[-1]) * buckets[-1]
 
+  @property
+  def video_sources(self) -> Optional[list]:
+    """Video feature sources in the order the weights expect (None: not recorded)."""
+    names = self.config.get('video_sources')
+    return list(names) if names else None
+
+  def _ordered(self, video_features: dict) -> list:
+    """A dict {source name: (L, D)} -> list in the weights' order (names must match)."""
+    expected = self.video_sources
+    if expected is None:
+      raise ValueError('this workdir records no video source order (config.video_sources): '
+                       'pass the per-type features as a list in the training order')
+    if sorted(video_features) != sorted(expected):
+      raise ValueError(f'video feature sources differ: the weights expect {expected} (in '
+                       f'this order), the input has {list(video_features)}')
+    return [video_features[name] for name in expected]
+
   def _video(self, video_features) -> np.ndarray:
     """Per-type arrays -> (L, Dv) as the dataset builder stores them, plus TEF."""
+    if isinstance(video_features, dict):
+      video_features = self._ordered(video_features)
     types = ([video_features] if not isinstance(video_features, (list, tuple))
              else list(video_features))
     types = [np.asarray(t, np.float32) for t in types]
@@ -74,14 +100,15 @@ class Predictor:
       video = append_tef(video)
     return video
 
-  def predict(self, video_features: Union[np.ndarray, Sequence[np.ndarray]],
+  def predict(self, video_features: Union[np.ndarray, Sequence[np.ndarray], dict],
               query_features: np.ndarray, duration: float,
               clip_len: Optional[float] = None) -> dict:
     """Ranked windows and clip saliency for one video and one query.
 
     Args:
-      video_features: (L, D) clip features of one type, or a list of per-type
-        (L_i, D_i) arrays (L2-normalized each, cut to the shortest, concatenated
+      video_features: (L, D) clip features of one type, a list of per-type
+        (L_i, D_i) arrays in `video_sources` order, or a dict {source name: array}
+        (L2-normalized each, cut to the shortest, concatenated in the weights' order
         as the dataset builder does).
       query_features: (Lt, Dt) token features (truncated to `data.max_q_l`).
       duration: video length in seconds; windows are clipped to [0, duration] and

@@ -21,6 +21,7 @@ from momentdiff_jax import diffusion
 from momentdiff_jax import evaluation
 from momentdiff_jax import mesh as mesh_lib
 from momentdiff_jax import train_step as ts
+from momentdiff_jax import video_sources
 from momentdiff_jax import workdir as workdir_lib
 from momentdiff_jax.data import dataset as dataset_lib
 
@@ -102,6 +103,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   config.data.dir = dataset.data_dir
   # Seconds per clip, for Predictor on raw features (None for pooled C3D features).
   config.data.clip_len = info.get('clip_len')
+  # The order of the video feature sources these weights will expect.
+  video_sources.record(config, info)
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
@@ -135,6 +138,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
         workdir_lib.placed(params, repl), workdir_lib.placed(opt_state, repl))
     train_iter.set_state(data_state)
     _log(f'Resumed from step {start} ({workdir}/checkpoints/latest)')
+  elif config.get('init_from'):
+    params = workdir_lib.init_from(config.init_from, config, info, params, repl, log=_log)
   state = ts.TrainState(step=jax.device_put(jnp.asarray(start, jnp.int32), repl),
                         params=params, opt_state=opt_state)
 
