@@ -1,6 +1,11 @@
 """Charades-STA-Mom (anti-bias split on moment location; paper Sec. 4.2), VGG + GloVe.
 
-Release script: momentdiff/scripts/train_anti_charades_mom.sh (lw_saliency 2).
+Release script: momentdiff/scripts/train_anti_charades_mom.sh (as charades_vgg with
+lw_saliency 2). Expects a dataset built from the authors' files (data/annotations/
+charades_mom) rewritten with the original qids by data_prep/restore_antibias_qids.py;
+data_prep/make_antibias_splits.py --kind=mom re-samples splits by the same rules instead.
+The release keeps L_sim's Charades form; `loss.sim_variant='antibias'` selects its
+commented alternative.
 """
 from configs import charades_vgg
 

@@ -88,3 +88,49 @@ def test_cli_prints_table_beside_authors(tmp_path):
   assert 'share start>15s' in r.stdout
   rows = antibias.read_rows(str(tmp_path / 'train_mom_80.jsonl'))
   assert len(rows) == AUTHORS['mom'][0]
+
+
+# ------------------------------------------------------------- the authors' files, own qids
+def test_restore_qids_small():
+  orig = [dict(_row(10, 0, 5), query='a person sits.'), dict(_row(11, 2, 9), vid='v10',
+                                                              query='person atart sneezing.')]
+  authors = [dict(_row(0, 0, 5), vid='v10', query='a person sits.'),
+             dict(_row(0, 2, 9), vid='v10', query='person start sneezing.'),
+             dict(_row(1, 1, 2), query='nothing like it.')]
+  mapped, unmapped, near = antibias.restore_qids(authors, orig)
+  assert [r['qid'] for r in mapped] == [10] and [l for l, _ in unmapped] == [2, 3]
+  assert mapped[0] == dict(authors[0], qid=10)
+  mapped, unmapped, near = antibias.restore_qids(authors, orig, near_text=0.9)
+  assert [r['qid'] for r in mapped] == [10, 11] and [l for l, _ in unmapped] == [3]
+  assert near == [(2, authors[1], 'person atart sneezing.')]
+
+
+@needs_shared
+def test_restore_qids_on_the_authors_files(tmp_path):
+  """Exact (vid, query, windows) matches: all but 1 Len and 3 Mom test rows; those map
+  with --near_text; qids come out unique and point at the same vid and windows."""
+  originals = antibias.read_rows(TRAIN) + antibias.read_rows(TEST)
+  by_qid = {r['qid']: r for r in originals}
+  test_qids = {r['qid'] for r in antibias.read_rows(TEST)}
+  expected_unmapped = {'len': (0, 1), 'mom': (0, 3)}
+  for kind in ('len', 'mom'):
+    for split, n, miss in zip(('train', 'test'), AUTHORS[kind], expected_unmapped[kind]):
+      rows = antibias.read_rows(fx.annotation(f'charades_{kind}', f'{split}_{kind}_80.jsonl'))
+      assert len({r['qid'] for r in rows}) < n      # the authors' qids repeat
+      mapped, unmapped, _ = antibias.restore_qids(rows, originals)
+      assert (len(mapped), len(unmapped)) == (n - miss, miss), (kind, split)
+      mapped, unmapped, near = antibias.restore_qids(rows, originals, near_text=0.9)
+      assert len(mapped) == n and not unmapped and len(near) == miss
+      assert len({r['qid'] for r in mapped}) == n
+      for r in mapped:
+        o = by_qid[r['qid']]
+        assert (o['vid'], o['relevant_windows']) == (r['vid'], r['relevant_windows'])
+        assert (r['qid'] in test_qids) == (split == 'test')
+  out = tmp_path / 'test_len_80.jsonl'
+  res = subprocess.run(
+      [sys.executable, os.path.join(fx.REPO, 'data_prep', 'restore_antibias_qids.py'),
+       f'--authors={fx.annotation("charades_len", "test_len_80.jsonl")}',
+       f'--original={TRAIN},{TEST}', f'--output={out}'], capture_output=True, text=True)
+  assert res.returncode == 0, res.stderr
+  assert '984 of 985 rows' in res.stdout and 'line 497' in res.stdout
+  assert len(antibias.read_rows(str(out))) == 984

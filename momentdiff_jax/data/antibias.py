@@ -116,3 +116,49 @@ def stats_table(splits: Dict[str, List[dict]], kind: str,
                    for _, v in cols)
     lines.append(f'{labels.get(k, k):22s}' + vals)
   return '\n'.join(lines)
+
+
+# ---------------------------------------------------------------- the authors' own files
+def _row_key(r: dict) -> tuple:
+  """(vid, query, windows to 0.01 s): what identifies a pair in both file families."""
+  return (r['vid'], r['query'], tuple(tuple(round(float(x), 2) for x in w)
+                                      for w in r['relevant_windows']))
+
+
+def restore_qids(rows: List[dict], originals: List[dict], near_text: float = 0.0):
+  """The authors' Len/Mom rows with the qids of the original Charades-STA rows.
+
+  The authors renumbered qids (their numbering restarts and reuses values), while the
+  public text features are keyed by the original qids. Each row is matched to the one
+  original row with the same vid, query and windows; only the qid changes. With
+  `near_text` > 0, a row without an exact match takes the original row of the same vid
+  and windows whose query is most similar (difflib ratio >= near_text; the authors
+  fixed a few typos, e.g. "adn llooked" -> "and looked"); its features are then those
+  of the original wording.
+
+  Returns (mapped rows in file order, unmapped [(line, row)], near [(line, row,
+  original query)]). Unmapped rows are left out of the mapped list.
+  """
+  import difflib  # pylint: disable=import-outside-toplevel
+  by_key, by_place = {}, {}
+  for o in originals:
+    by_key.setdefault(_row_key(o), []).append(o)
+    by_place.setdefault((o['vid'], _row_key(o)[2]), []).append(o)
+  out, unmapped, near, used = [], [], [], {}
+  for line, r in enumerate(rows, 1):
+    found = by_key.get(_row_key(r), [])
+    match = found[0] if len(found) == 1 else None
+    if match is None and near_text > 0 and not found:
+      cands = by_place.get((r['vid'], _row_key(r)[2]), [])
+      scored = sorted(((difflib.SequenceMatcher(None, r['query'], o['query']).ratio(), i)
+                       for i, o in enumerate(cands)), reverse=True)
+      if scored and scored[0][0] >= near_text and (len(scored) == 1 or
+                                                   scored[1][0] < scored[0][0]):
+        match = cands[scored[0][1]]
+        near.append((line, r, match['query']))
+    if match is None or match['qid'] in used:
+      unmapped.append((line, r))
+      continue
+    used[match['qid']] = line
+    out.append(dict(r, qid=match['qid']))
+  return out, unmapped, near
