@@ -84,3 +84,15 @@ def test_bad_files_and_shapes(reference, backbone, tmp_path):
   assert 'batch_stats/res3_1/block2/b_bn/var (4,)' in str(err.value)
   with pytest.raises(ValueError, match='multiple of alpha=4'):
     backbone.encode_clips(frames[:, :6])
+
+
+def test_full_r50_layout_is_inferred():
+  """The published R50 8x8 tensor layout (pytorchvideo's slowfast_r50 defaults) gives
+  the 2304-d feature and the documented architecture (`r50_config`)."""
+  pytest.importorskip('pytorchvideo')
+  from momentdiff_jax.features.slowfast_model import r50_config  # pylint: disable=g-import-not-at-top
+  model = backbone_fixtures.create_slowfast_builder()(model_depth=50)
+  shapes = {k: np.zeros(tuple(v.shape), np.float32) for k, v in model.state_dict().items()}
+  cfg = slowfast_lib.infer_config(shapes, 'SLOWFAST_8X8_R50.pyth')
+  assert cfg == r50_config() and cfg.feature_dim == 2304
+  assert [s.depth for s in cfg.stages[0]] == [3, 4, 6, 3]

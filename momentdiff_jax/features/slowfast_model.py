@@ -17,6 +17,7 @@ import dataclasses
 from typing import Tuple
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 BN_EPS = 1e-5  # torch.nn.BatchNorm3d default, used by both SlowFast code bases
@@ -47,10 +48,44 @@ class SlowFastConfig:
     return self.stages[0][-1].out + self.stages[1][-1].out
 
 
+class Conv3d(nn.Module):
+  """Conv3d without bias, torch's symmetric `kernel // 2` padding; kernel (t, h, w, I, O).
+
+  Computed with 2-D convolutions, the same sums in another order: XLA:CPU runs 3-D
+  convolutions several times slower than 2-D ones (a 5x7x7 stem 12x slower), and GPUs
+  and TPUs handle both. A (t, 1, 1) kernel is a 2-D (t, 1) convolution over
+  (T, H*W); otherwise the t temporal taps are stacked on the channel axis and each
+  output frame is one 2-D (h, w) convolution over t*I channels.
+  """
+  features: int
+  kernel_size: Tuple[int, int, int]
+  strides: Tuple[int, int, int] = (1, 1, 1)
+
+  @nn.compact
+  def __call__(self, x):
+    kt, kh, kw = self.kernel_size
+    st, sh, sw = self.strides
+    kernel = self.param('kernel', nn.initializers.lecun_normal(),
+                        (kt, kh, kw, x.shape[-1], self.features))
+    n, t, h, w, c = x.shape
+    dims = ('NHWC', 'HWIO', 'NHWC')
+    if kh == kw == 1 and sh == sw == 1:
+      y = jax.lax.conv_general_dilated(x.reshape(n, t, h * w, c), kernel[:, 0], (st, 1),
+                                       [(kt // 2, kt // 2), (0, 0)], dimension_numbers=dims)
+      return y.reshape(n, y.shape[1], h, w, self.features)
+    t_out = (t + 2 * (kt // 2) - kt) // st + 1
+    xp = jnp.pad(x, ((0, 0), (kt // 2, kt // 2), (0, 0), (0, 0), (0, 0)))
+    taps = [xp[:, i:i + st * (t_out - 1) + 1:st] for i in range(kt)]  # (n, t_out, h, w, c)
+    stacked = jnp.concatenate(taps, axis=-1).reshape(n * t_out, h, w, kt * c)
+    k2d = jnp.transpose(kernel, (1, 2, 0, 3, 4)).reshape(kh, kw, kt * c, self.features)
+    y = jax.lax.conv_general_dilated(stacked, k2d, (sh, sw),
+                                     [(kh // 2, kh // 2), (kw // 2, kw // 2)],
+                                     dimension_numbers=dims)
+    return y.reshape(n, t_out, *y.shape[1:])
+
+
 def _conv(features, kernel, stride=(1, 1, 1), name=None):
-  """Conv3d without bias, torch's symmetric `kernel // 2` padding."""
-  return nn.Conv(features, tuple(kernel), strides=tuple(stride),
-                 padding=[(k // 2, k // 2) for k in kernel], use_bias=False, name=name)
+  return Conv3d(features, tuple(kernel), tuple(stride), name=name)
 
 
 def _bn(name):
@@ -127,3 +162,17 @@ class SlowFast(nn.Module):
         lateral = Fuse(cfg.fuse_out[s], cfg.fuse_kernel_t, cfg.alpha, name=f'fuse{s}')(x[1])
         x[0] = jnp.concatenate([x[0], lateral], axis=-1)
     return jnp.concatenate([v.mean(axis=(1, 2, 3)) for v in x], axis=-1)
+
+
+def r50_config(alpha: int = 4) -> SlowFastConfig:
+  """SlowFast R50 8x8 as published (what `load_slowfast` infers from those weights)."""
+  depths, slow_out = (3, 4, 6, 3), (256, 512, 1024, 2048)
+  slow_t = (1, 1, 3, 3)  # temporal kernel of conv_a: Slow res2/res3 1, res4/res5 3
+  stages = tuple(
+      tuple(StageConfig(depth=d, inner=out // 4 // beta, out=out // beta,
+                        a_kernel=(kt if beta == 1 else 3, 1, 1), b_kernel=(1, 3, 3),
+                        spatial_stride=1 if i == 0 else 2)
+            for i, (d, out, kt) in enumerate(zip(depths, slow_out, slow_t)))
+      for beta in (1, 8))
+  return SlowFastConfig(stem_out=(64, 8), stem_kernel=((1, 7, 7), (5, 7, 7)), stages=stages,
+                        fuse_out=(16, 64, 128, 256), fuse_kernel_t=7, alpha=alpha)
