@@ -50,6 +50,11 @@ def test_text_last_hidden_state_matches_transformers(clip_dir, backbone):
   assert ours.shape == (len(TEXTS), 77, 32)
   valid = mask.astype(bool)
   np.testing.assert_allclose(ours[valid], ref[valid], atol=1e-5, rtol=1e-5)
+  # cut to the longest of the first three queries: their valid rows are unchanged
+  length = int(mask[:3].sum(1).max())
+  short = np.asarray(backbone.encode_text(ids[:3, :length], mask[:3, :length]))
+  np.testing.assert_allclose(short[valid[:3, :length]], ref[:3][valid[:3]], atol=1e-5,
+                             rtol=1e-5)
 
 
 def test_image_embeds_match_transformers(clip_dir, backbone):
@@ -89,6 +94,13 @@ def test_missing_and_mismatched_files(clip_dir, tmp_path):
     clip_lib.load_clip(str(tmp_path))
   with pytest.raises(weights_lib.WeightsError, match='directory not found'):
     clip_lib.load_clip(str(tmp_path / 'nope'))
+
+  bad_cfg = tmp_path / 'other'
+  bad_cfg.mkdir()
+  with open(bad_cfg / 'config.json', 'w') as f:
+    json.dump({'model_type': 'bert', 'hidden_size': 32}, f)
+  with pytest.raises(weights_lib.WeightsError, match='other/config.json: not a CLIPModel'):
+    clip_lib.load_clip(str(bad_cfg))
 
   tensors = safetensors_numpy.load_file(os.path.join(src, 'model.safetensors'))
   tensors['vision_model.extra.weight'] = np.zeros(3, np.float32)

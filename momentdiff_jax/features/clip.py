@@ -136,7 +136,9 @@ class ClipBackbone:
 
     Every token's state after the final LayerNorm (Hugging Face `last_hidden_state`;
     the per-token query features of the public Moment-DETR releases). Rows past the
-    end token are padding: keep `mask == 1` rows.
+    end token are padding: keep `mask == 1` rows. Attention is causal, so cutting ids
+    and mask to the batch's longest query (`L = mask.sum(1).max()`) leaves those rows
+    unchanged and saves the work on padding (77 / L times less).
     """
     ids, mask = np.asarray(ids), np.asarray(mask)
     if ids.ndim != 2 or ids.shape != mask.shape or ids.shape[1] > self.context_length:
@@ -173,18 +175,22 @@ def load_clip(path: str) -> ClipBackbone:
   config_file = os.path.join(path, 'config.json')
   weights_lib.require_file(config_file, 'CLIP config', WHERE)
   config = _read_json(config_file)
-  if 'text_config' not in config or 'vision_config' not in config:
+  # Older hub configs also carry `*_config_dict` (same content); the newer key wins.
+  towers = {k: {**(config.get(f'{k}_config_dict') or {}), **(config.get(f'{k}_config') or {})}
+            for k in ('text', 'vision')}
+  if config.get('model_type', 'clip') != 'clip' or not all(
+      f'{k}_config' in config or f'{k}_config_dict' in config for k in towers):
     raise weights_lib.WeightsError(f'{config_file}: not a CLIPModel config (needs '
-                                   'text_config and vision_config)')
+                                   'model_type "clip", text_config and vision_config)')
   weight_file = next((os.path.join(path, f) for f in WEIGHT_FILES
                       if os.path.isfile(os.path.join(path, f))), None)
   if weight_file is None:
     raise weights_lib.WeightsError(f'CLIP weights: none of {" / ".join(WEIGHT_FILES)} in '
                                    f'{path}. {WHERE}')
-  text_cfg = _tower_config(config['text_config'] or {}, _TEXT_DEFAULTS, config_file,
+  text_cfg = _tower_config(towers['text'], _TEXT_DEFAULTS, config_file,
                            extra=lambda c: dict(vocab_size=c['vocab_size'],
                                                 context_length=c['max_position_embeddings']))
-  image_cfg = _tower_config(config['vision_config'] or {}, _VISION_DEFAULTS, config_file,
+  image_cfg = _tower_config(towers['vision'], _VISION_DEFAULTS, config_file,
                             extra=lambda c: dict(image_size=c['image_size'],
                                                  patch_size=c['patch_size'],
                                                  channels=c['num_channels']))
