@@ -2,6 +2,7 @@
 import json
 import os
 
+import jax
 import numpy as np
 import pytest
 
@@ -85,12 +86,24 @@ def test_gelu_variant_and_bin_file_load(tmp_path):
   np.testing.assert_allclose(np.asarray(backbone.encode_images(pixels)), ref, atol=1e-5)
 
 
+def test_sharded_weights_load(clip_dir, backbone, tmp_path):
+  src, model = clip_dir
+  model.save_pretrained(str(tmp_path), max_shard_size='40KB')
+  with open(tmp_path / 'model.safetensors.index.json') as f:
+    assert len(set(json.load(f)['weight_map'].values())) > 1
+  for name in ('vocab.json', 'merges.txt', 'preprocessor_config.json'):
+    os.symlink(os.path.join(src, name), tmp_path / name)
+  sharded = clip_lib.load_clip(str(tmp_path))
+  same = jax.tree_util.tree_map(np.array_equal, sharded.params, backbone.params)
+  assert all(jax.tree_util.tree_leaves(same))
+
+
 def test_missing_and_mismatched_files(clip_dir, tmp_path):
   src, _ = clip_dir
   for name in ('config.json', 'vocab.json', 'merges.txt'):
     os.symlink(os.path.join(src, name), tmp_path / name)
   with pytest.raises(weights_lib.WeightsError,
-                     match='model.safetensors / pytorch_model.bin.*openai/clip-vit-base-patch32'):
+                     match='model.safetensors / pytorch_model.bin / .*openai/clip-vit-base-patch32'):
     clip_lib.load_clip(str(tmp_path))
   with pytest.raises(weights_lib.WeightsError, match='directory not found'):
     clip_lib.load_clip(str(tmp_path / 'nope'))

@@ -25,7 +25,9 @@ WHERE = ('CLIP weights are published on the Hugging Face hub, e.g. '
          'openai/clip-vit-base-patch32 (the model behind the public Moment-DETR / '
          'QVHighlights CLIP features); save them with CLIPModel.save_pretrained or download '
          'the repository files.')
-WEIGHT_FILES = ('model.safetensors', 'pytorch_model.bin')
+# Single files, then the index files `save_pretrained` writes for sharded weights.
+WEIGHT_FILES = ('model.safetensors', 'pytorch_model.bin', 'model.safetensors.index.json',
+                'pytorch_model.bin.index.json')
 # Hugging Face CLIPTextConfig / CLIPVisionConfig defaults (= ViT-B/32), used only for
 # keys a config.json leaves out; the tensor shapes are checked against them anyway.
 _TEXT_DEFAULTS = dict(vocab_size=49408, hidden_size=512, intermediate_size=2048,
@@ -168,6 +170,21 @@ def _preprocessing(path: str, default_size: int):
           tuple(cfg.get('image_std', CLIP_STD)))
 
 
+def _read_weights(file: str) -> dict:
+  """name -> array from one weights file, or from every shard an index file lists."""
+  if not file.endswith('.index.json'):
+    return weights_lib.read_tensors(file)
+  weight_map = _read_json(file).get('weight_map')
+  if not isinstance(weight_map, dict) or not weight_map:
+    raise weights_lib.WeightsError(f'{file}: no "weight_map" of tensor -> shard file')
+  tensors = {}
+  for shard in sorted(set(weight_map.values())):
+    shard_file = os.path.join(os.path.dirname(file), shard)
+    weights_lib.require_file(shard_file, f'CLIP weights shard listed in {file}', WHERE)
+    tensors.update(weights_lib.read_tensors(shard_file))
+  return tensors
+
+
 def load_clip(path: str) -> ClipBackbone:
   """Loads a Hugging Face CLIP directory (config.json + weights + tokenizer files)."""
   if not os.path.isdir(path):
@@ -210,7 +227,7 @@ def load_clip(path: str) -> ClipBackbone:
                              jax.ShapeDtypeStruct((1, length), jnp.int32),
                              jax.ShapeDtypeStruct((1, length), jnp.int32))['params'],
   }
-  tensors = weights_lib.read_tensors(weight_file)
+  tensors = _read_weights(weight_file)
   params = weights_lib.fill_params(abstract, _assign, tensors, weight_file, ignore=_UNUSED)
   params = jax.tree_util.tree_map(jnp.asarray, params)
   return ClipBackbone(image_tower, text_tower, params, tokenizer, mean, std)
