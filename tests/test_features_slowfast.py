@@ -74,6 +74,9 @@ def test_bad_files_and_shapes(reference, backbone, tmp_path):
   d, frames, _ = reference
   with pytest.raises(weights_lib.WeightsError, match='not found.*SLOWFAST_8x8_R50'):
     slowfast_lib.load_slowfast(str(tmp_path / 'missing.pyth'))
+  (tmp_path / 'SLOWFAST_8x8_R50.pkl').write_bytes(b'not read')
+  with pytest.raises(weights_lib.WeightsError, match='pickles and are not read'):
+    slowfast_lib.load_slowfast(str(tmp_path / 'SLOWFAST_8x8_R50.pkl'))
   state = torch.load(d / 'pytorchvideo.pyth', weights_only=True)
   del state['blocks.3.multipathway_blocks.1.res_blocks.2.branch2.norm_b.running_var']
   state['blocks.9.extra.weight'] = torch.zeros(2)

@@ -46,6 +46,10 @@ def read_tensors(path: str) -> dict:
       return dict(load_file(path))
     except Exception as e:  # safetensors raises its own error types
       raise WeightsError(f'{path}: not a readable safetensors file ({e})') from e
+  if path.endswith('.pkl'):
+    raise WeightsError(f'{path}: Caffe2/Detectron .pkl checkpoints are arbitrary Python '
+                       'pickles and are not read; use the PyTorch checkpoint of the same '
+                       'model (.pyth/.pth, read with weights_only=True) or .safetensors')
   if not path.endswith(TORCH_SUFFIXES):
     raise WeightsError(f'{path}: unknown weights format; expected .safetensors or one of '
                        f'{", ".join(TORCH_SUFFIXES)}')
