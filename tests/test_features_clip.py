@@ -107,6 +107,8 @@ def test_missing_and_mismatched_files(clip_dir, tmp_path):
     clip_lib.load_clip(str(tmp_path))
   with pytest.raises(weights_lib.WeightsError, match='directory not found'):
     clip_lib.load_clip(str(tmp_path / 'nope'))
+  with pytest.raises(weights_lib.WeightsError, match='config.json is a file; load_clip takes'):
+    clip_lib.load_clip(str(tmp_path / 'config.json'))
 
   bad_cfg = tmp_path / 'other'
   bad_cfg.mkdir()

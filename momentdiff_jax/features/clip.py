@@ -187,6 +187,11 @@ def _read_weights(file: str) -> dict:
 
 def load_clip(path: str) -> ClipBackbone:
   """Loads a Hugging Face CLIP directory (config.json + weights + tokenizer files)."""
+  if os.path.isfile(path):
+    raise weights_lib.WeightsError(
+        f'CLIP weights: {path} is a file; load_clip takes a Hugging Face CLIP directory '
+        '(config.json + model.safetensors or pytorch_model.bin + tokenizer files). '
+        "OpenAI's ViT-B-32.pt is a TorchScript archive (code) and is not read. " + WHERE)
   if not os.path.isdir(path):
     raise weights_lib.WeightsError(f'CLIP weights: directory not found: {path}. {WHERE}')
   config_file = os.path.join(path, 'config.json')
