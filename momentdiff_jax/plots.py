@@ -4,6 +4,8 @@
   (the paper's Fig. 4: how well the predictions follow the annotation's location bias).
 * `plot_trajectories` / `plot_trajectory_grid`: the N_r spans of the diffusion sampler
   at every step against the GT windows (the paper's Fig. 5).
+* `plot_video_timeline`: one video and query (`predict.py --plot`): a strip of frames,
+  the predicted windows with their scores, and the clip saliency, on one time axis.
 
 All windows are normalized by the video duration, so every axis runs over [0, 1].
 """
@@ -158,5 +160,43 @@ def plot_trajectory_grid(trajectories: Sequence, gt_windows: Sequence, path: str
     ax.set_title(title if len(title) <= 70 else title[:67] + '...', fontsize=10)
   fig.suptitle(suptitle or 'Diffusion trajectories of the N_r spans vs ground truth')
   fig.tight_layout()
+  _save(fig, path)
+  return path
+
+
+def plot_video_timeline(path: str, frames: Sequence[np.ndarray], frame_times: Sequence[float],
+                        duration: float, windows, saliency: Sequence[float],
+                        clip_len: float, title: str = '') -> str:
+  """Frames strip, predicted windows (best first, score in the label) and saliency.
+
+  Args:
+    frames: (h, w, 3) uint8 thumbnails shown at `frame_times` (seconds).
+    windows: [[start_s, end_s, score], ...] best first.
+    saliency: one score per clip of `clip_len` seconds.
+  """
+  windows = np.asarray(windows, np.float64).reshape(-1, 3)
+  fig, axes = plt.subplots(3, 1, figsize=(10, 4.6), sharex=True,
+                           gridspec_kw={'height_ratios': [1.3, 1.2, 1.0]})
+  ax = axes[0]
+  n = max(len(frames), 1)
+  for img, t in zip(frames, frame_times):
+    half = duration / n / 2
+    ax.imshow(img, extent=(t - half, t + half, 0, 1), aspect='auto')
+  ax.set_yticks([])
+  ax.set_title(title, fontsize=10)
+  ax = axes[1]
+  for i, (s, e, sc) in enumerate(windows):
+    color = _SPAN_COLORS[i % len(_SPAN_COLORS)]
+    ax.barh(i, e - s, left=s, height=0.7, color=color, alpha=0.85 if i == 0 else 0.5)
+    ax.text(e, i, f' {sc:.2f}', va='center', fontsize=7)
+  ax.set_yticks(range(len(windows)), [f'#{i + 1}' for i in range(len(windows))], fontsize=7)
+  ax.set_ylim(len(windows) - 0.4, -0.6)
+  ax.set_ylabel('windows')
+  ax = axes[2]
+  sal = np.asarray(saliency, np.float64)
+  ax.bar((np.arange(len(sal)) + 0.5) * clip_len, sal, width=clip_len * 0.9, color=PRED_COLOR)
+  ax.set_ylabel('saliency')
+  ax.set_xlabel('time (s)')
+  ax.set_xlim(0, duration)
   _save(fig, path)
   return path

@@ -15,6 +15,13 @@ CLIP first, then SlowFast).
 Videos of any length are padded to a length bucket (the config's buckets, then
 multiples of the largest), so a handful of programs serve every call; the compiled
 sampler (condition once, one scan over the DDIM steps) is reused across calls.
+
+From a video file and a sentence (features extracted on the fly, with the backbones
+the workdir's dataset was built with; a different backbone is refused by name):
+
+    p = Predictor.from_workdir('workdirs/qvh_clip', clip_weights='clip-vit-base-patch32')
+    p.predict_video('video.mp4', 'a man opens the door')
+    # {'video', 'query', 'duration', 'pred_relevant_windows', 'pred_saliency_scores'}
 """
 from typing import Optional, Sequence, Union
 
@@ -33,7 +40,8 @@ from momentdiff_jax.data.sources import combine_video_types, l2_normalize
 class Predictor:
   """Moment retrieval with one model; see the module docstring."""
 
-  def __init__(self, config, params, sampling_steps: Optional[int] = None, seed: int = 0):
+  def __init__(self, config, params, sampling_steps: Optional[int] = None, seed: int = 0,
+               clip_weights: Optional[str] = None, slowfast_weights: Optional[str] = None):
     self.config = config
     self.params = params
     self.model = workdir_lib.create_model(config, config.video_dim, config.text_dim)
@@ -43,13 +51,20 @@ class Predictor:
                                              self.sampling_steps))
     self._rng = jax.random.PRNGKey(seed)
     self._calls = 0
+    self.weights = {'clip': clip_weights, 'slowfast': slowfast_weights}
+    self._encoders = None
 
   @classmethod
   def from_workdir(cls, workdir: str, checkpoint: str = 'best',
-                   sampling_steps: Optional[int] = None, seed: int = 0) -> 'Predictor':
-    """Loads `workdir/config.json` and the `best` (else latest) checkpoint's params."""
+                   sampling_steps: Optional[int] = None, seed: int = 0,
+                   clip_weights: Optional[str] = None,
+                   slowfast_weights: Optional[str] = None) -> 'Predictor':
+    """Loads `workdir/config.json` and the `best` (else latest) checkpoint's params.
+
+    `clip_weights` / `slowfast_weights` (local paths) are needed by `predict_video`.
+    """
     config, _, params, _, _ = workdir_lib.restore_model(workdir, checkpoint)
-    return cls(config, params, sampling_steps, seed)
+    return cls(config, params, sampling_steps, seed, clip_weights, slowfast_weights)
 
   @property
   def feature_dim(self) -> int:
@@ -151,3 +166,63 @@ class Predictor:
         evaluation.round_unit(self.config, clip_len))[0]
     return {'pred_relevant_windows': wins,
             'pred_saliency_scores': np.asarray(out['saliency'][0, :n]).round(4).tolist()}
+
+  def encoders(self):
+    """The workdir's backbones (loaded once), after checking them against the records
+    of the features it was trained on; a mismatch raises ValueError naming both."""
+    if self._encoders is not None:
+      return self._encoders
+    from momentdiff_jax.features import backbones as bb
+    from momentdiff_jax.features import records
+    rec = self.config.data.get('backbones')
+    rec = rec.to_dict() if hasattr(rec, 'to_dict') else rec
+    if not rec:
+      raise ValueError('this workdir records no feature backbones (trained on synthetic '
+                       'data, or converted without a dataset): predict_video cannot tell '
+                       'which backbones its features came from; use predict() on features')
+    video_rec, text_rec = rec['video'], rec.get('text') or {}
+    names = [r.get('backbone') for r in video_rec]
+    if None in names or text_rec.get('backbone') != 'clip':
+      raise ValueError('the workdir\'s dataset was built from features of unknown origin '
+                       f'(video: [{", ".join(map(records.describe, video_rec))}], text: '
+                       f'{records.describe(text_rec)}); predict_video extracts only '
+                       f'{", ".join(records.NAMES)} video and CLIP text features')
+    need = sorted(set(names) | {'clip'})
+    missing = [n for n in need if not self.weights[n]]
+    if missing:
+      raise ValueError(f'the workdir was trained on [{", ".join(names)}] video features and '
+                       f'CLIP text features: give {" and ".join(f"{n}_weights" for n in missing)}')
+    enc = bb.Encoders(need, self.weights['clip'], self.weights['slowfast'])
+    given = [enc.records[n] for n in names]
+    text_given = dict(enc.records['clip'], feature_dim=enc.models['clip'].text_width)
+    problems = records.mismatches(video_rec, given)
+    problems += [p.replace('clip:', 'clip (text):', 1)
+                 for p in records.mismatches([text_rec], [text_given])]
+    if problems:
+      raise ValueError('backbones differ from those of the workdir\'s dataset: '
+                       + '; '.join(problems))
+    self._encoders = (enc, names)
+    return self._encoders
+
+  def predict_video(self, path: str, query: str) -> dict:
+    """Moment retrieval from a video file and a sentence.
+
+    Returns {'video', 'query', 'duration', 'pred_relevant_windows': [[start_s, end_s,
+    score], ...] best first, 'pred_saliency_scores': [one per clip]}.
+    """
+    from momentdiff_jax.features import extract
+    from momentdiff_jax.features import video as video_lib
+    if not isinstance(query, str) or not query.strip():
+      raise ValueError(f'query must be a non-empty string, got {query!r}')
+    clip_len = self.config.data.get('clip_len')
+    if not clip_len:
+      raise ValueError('the workdir\'s dataset has no fixed clip length (pooled features): '
+                       'predict_video needs one')
+    enc, names = self.encoders()
+    info = video_lib.probe(path)
+    feats = extract.video_features(path, enc, clip_len)
+    text = enc.encode_queries([query], batch_size=1)[0]
+    n = min(len(feats[k]) for k in names)
+    duration = info.duration if info.duration and info.duration > 0 else n * clip_len
+    out = self.predict([feats[k] for k in names], text, duration, clip_len)
+    return {'video': path, 'query': query, 'duration': round(float(duration), 4), **out}

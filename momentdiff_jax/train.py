@@ -105,6 +105,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   config.data.clip_len = info.get('clip_len')
   # The order of the video feature sources these weights will expect.
   video_sources.record(config, info)
+  # The backbones behind the features, for Predictor.predict_video on raw videos.
+  config.data.backbones = info.get('backbones')
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, 'config.json'), 'w') as f:

@@ -6,7 +6,8 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAMES = ['synthetic', 'charades', 'charades_vgg', 'charades_c3d', 'charades_len',
-         'charades_mom', 'charades_cd', 'qvhighlights', 'tacos']
+         'charades_mom', 'charades_cd', 'qvhighlights', 'tacos', 'qvhighlights_clip',
+         'charades_clip']
 KEYS = ['data.dir', 'seed', 'batch_size', 'num_epochs', 'num_train_steps', 'learning_rate',
         'checkpoint_every_steps', 'diffusion.num_spans', 'diffusion.sampling_steps',
         'diffusion.scale']
@@ -52,3 +53,9 @@ def test_release_scripts_and_defaults():
   # The release validates once per epoch; the synthetic config validates more often.
   for name in NAMES[1:]:
     assert load(name).eval_every_steps <= 0, name
+
+
+def test_clip_only_configs_keep_their_datasets_hyper_parameters():
+  """CLIP-only differs from SlowFast+CLIP only in the data (dims are read from it)."""
+  for name, base in (('qvhighlights_clip', 'qvhighlights'), ('charades_clip', 'charades')):
+    assert load(name).to_dict() == load(base).to_dict()

@@ -15,6 +15,7 @@ import numpy as np
 from momentdiff_jax.data import sources
 from momentdiff_jax.data import store
 from momentdiff_jax.data.sources import DataError
+from momentdiff_jax.features import records
 
 
 def split_train_videos(rows: List[dict], fraction: float, seed: int):
@@ -155,6 +156,9 @@ def build_dataset(*, train: str, test: str, video_dirs: Sequence[str],
         'val_from_train': val is None, 'val_fraction': val_fraction if val is None
         else None, 'seed': seed, 'window_tolerance_s': tolerance,
         'on_bad_window': on_bad_window, 'summary': summary,
+        # What extracted the features (Predictor.predict_video checks its backbones).
+        'backbones': {'video': [records.read_record(d) for d in video_dirs],
+                      'text': records.read_record(text_dir)},
     }
     writer.commit(metadata)
   log(f'Wrote {output}')

@@ -286,3 +286,22 @@ def sample_clips(path: str, samplers: Sequence, chunk: int = 16
   for i, s in enumerate(samplers):
     pending[i].extend(s.finish())
     yield from drain(i, True)
+
+
+def thumbnails(path: str, times: Sequence[float], height: int = 72) -> List[np.ndarray]:
+  """(height, w, 3) uint8 frames at `times` (seconds from the first frame), aspect kept:
+  for each time the last frame shown at or before it (for timeline figures)."""
+  times = sorted(float(t) for t in times)
+  out, k, last, t0 = [], 0, None, None
+  for t, frame in decode(path):
+    t0 = t if t0 is None else t0
+    while k < len(times) and float(t - t0) > times[k] and last is not None:
+      out.append(last)
+      k += 1
+    if k == len(times):
+      break
+    last = frame.reformat(width=max(1, round(frame.width * height / frame.height)),
+                          height=height, format='rgb24').to_ndarray()
+  while last is not None and len(out) < len(times):
+    out.append(last)
+  return out

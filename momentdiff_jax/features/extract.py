@@ -1,0 +1,274 @@
+"""Feature files in the Moment-DETR layout from video files (and query texts).
+
+The logic behind `data_prep/extract_features.py`:
+  FEATS/clip_features/<vid>.npz, FEATS/slowfast_features/<vid>.npz   key `features` (L, D)
+  FEATS/clip_text_features/qid<qid>.npz                              key `last_hidden_state`
+  FEATS/<dir>/extraction.json                                         the backbone record
+Videos are decoded by a pool of threads (PyAV decodes outside the GIL); their clips are
+pooled into fixed-size batches across videos and encoded data-parallel over the local
+devices. Every file is written to a temp name and renamed, so a killed run leaves only
+whole files, and a rerun skips the videos whose files all exist. A video that cannot
+be decoded is listed at the end and does not stop the others.
+"""
+import collections
+import concurrent.futures
+import glob
+import json
+import os
+import queue
+import tempfile
+import threading
+import time
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from momentdiff_jax.features import backbones as bb
+from momentdiff_jax.features import video
+
+VIDEO_EXTENSIONS = ('.mp4', '.mkv', '.webm', '.avi', '.mov', '.m4v', '.mpg', '.mpeg',
+                    '.flv', '.wmv', '.3gp', '.ts')
+
+
+def list_videos(spec: str) -> List[Tuple[str, str]]:
+  """`DIR` (its video files, not recursive) or a glob -> sorted [(vid, path)].
+
+  The vid is the file name without its extension; two files with one vid are an error.
+  """
+  if os.path.isdir(spec):
+    paths = [os.path.join(spec, f) for f in os.listdir(spec)
+             if f.lower().endswith(VIDEO_EXTENSIONS)]
+  else:
+    paths = [p for p in glob.glob(spec) if os.path.isfile(p)]
+  if not paths:
+    raise FileNotFoundError(f'no video files match {spec!r} (a directory is searched for '
+                            f'{", ".join(VIDEO_EXTENSIONS)})')
+  by_vid = collections.defaultdict(list)
+  for p in sorted(paths):
+    by_vid[os.path.splitext(os.path.basename(p))[0]].append(p)
+  dup = {v: ps for v, ps in by_vid.items() if len(ps) > 1}
+  if dup:
+    raise ValueError(f'several files give one video id: {dict(list(dup.items())[:5])}')
+  return [(v, ps[0]) for v, ps in sorted(by_vid.items())]
+
+
+def atomic_savez(path: str, **arrays) -> None:
+  """np.savez to a temp file in the same dir, then rename: never a half-written file."""
+  d = os.path.dirname(path)
+  fd, tmp = tempfile.mkstemp(prefix='.tmp-', suffix='.npz', dir=d)
+  try:
+    with os.fdopen(fd, 'wb') as f:
+      np.savez(f, **arrays)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def write_manifest(feat_dir: str, rec: dict) -> None:
+  """Writes `<dir>/extraction.json`, or checks that an existing one describes the same
+  backbone and clip length (a dir never mixes features of two extractions)."""
+  path = os.path.join(feat_dir, bb.MANIFEST)
+  if os.path.exists(path):
+    with open(path) as f:
+      old = json.load(f)
+    keys = ('backbone', 'fingerprint', 'feature_dim', 'clip_len')
+    diff = {k: (old.get(k), rec.get(k)) for k in keys if old.get(k) != rec.get(k)}
+    if diff:
+      raise ValueError(f'{feat_dir} holds features of another extraction ({path}): '
+                       + ', '.join(f'{k} {a!r} there vs {b!r} now' for k, (a, b)
+                                   in diff.items())
+                       + '; write to another --output or remove that dir')
+    return
+  os.makedirs(feat_dir, exist_ok=True)
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(rec, f, indent=2)
+  os.replace(tmp, path)
+
+
+def _decode_worker(enc: bb.Encoders, vid: str, path: str, clip_len: float,
+                   out: queue.Queue, chunk: int) -> None:
+  try:
+    samplers = enc.samplers(path, clip_len)
+    counts = [0] * len(samplers)
+    for i, arr in video.sample_clips(path, samplers, chunk):
+      counts[i] += len(arr)
+      out.put(('clips', vid, i, arr))
+    empty = [enc.names[i] for i, c in enumerate(counts) if c == 0]
+    if empty:
+      raise video.VideoError(f'{path}: no {"/".join(empty)} clip (video shorter than '
+                             f'half a {clip_len} s clip, or no decodable frame)')
+    out.put(('done', vid, None, None))
+  except Exception as e:  # pylint: disable=broad-except
+    out.put(('error', vid, None, str(e) if isinstance(e, video.VideoError)
+             else f'{type(e).__name__}: {e}'))
+
+
+class _Pending:
+  """Clips of one backbone waiting for a full batch, with their (vid, order) owners."""
+
+  def __init__(self):
+    self.parts: List[Tuple[str, int, np.ndarray]] = []
+    self.count = 0
+
+  def add(self, vid, order, arr):
+    self.parts.append((vid, order, arr))
+    self.count += len(arr)
+
+  def take_all(self):
+    parts, self.parts, self.count = self.parts, [], 0
+    return parts
+
+
+def extract_videos(videos: Sequence[Tuple[str, str]], output: str, enc: bb.Encoders,
+                   clip_len: float, num_workers: int = 2, chunk: int = 16,
+                   overwrite: bool = False, progress: bool = True,
+                   log: Callable[[str], None] = print) -> dict:
+  """Writes `output/<backbone dir>/<vid>.npz` for every video; returns a summary dict
+  {'written', 'skipped', 'failed': [[path, reason], ...], 'clips', 'seconds'}."""
+  dirs = {n: os.path.join(output, bb.FEATURE_DIRS[n]) for n in enc.names}
+  for n in enc.names:
+    write_manifest(dirs[n], dict(enc.records[n], clip_len=float(clip_len)))
+
+  def out_path(n, vid):
+    return os.path.join(dirs[n], f'{vid}.npz')
+
+  todo = [(v, p) for v, p in videos
+          if overwrite or not all(os.path.exists(out_path(n, v)) for n in enc.names)]
+  skipped = len(videos) - len(todo)
+  if skipped:
+    log(f'{skipped} of {len(videos)} videos already have all their feature files: skipped')
+  bar = None
+  if progress and todo:
+    from tqdm import tqdm
+    bar = tqdm(total=len(todo), desc='videos', unit='video')
+
+  q: queue.Queue = queue.Queue(maxsize=4 * max(1, num_workers) * len(enc.names))
+  pool = concurrent.futures.ThreadPoolExecutor(max(1, num_workers))
+  paths = dict(todo)
+  remaining = collections.deque(todo)
+  in_flight = set()
+  feats: Dict[str, Dict[int, Dict[int, np.ndarray]]] = {}  # vid -> backbone -> order -> (n, D)
+  order = {}                                              # (vid, backbone) -> next order
+  waiting = collections.Counter()                         # vid -> clip chunks not encoded
+  done, failed, written = set(), [], 0
+  pending = [_Pending() for _ in enc.names]
+  n_clips = collections.Counter()
+  t0 = time.time()
+
+  def submit():
+    while remaining and len(in_flight) < max(1, num_workers) + 1:
+      vid, path = remaining.popleft()
+      in_flight.add(vid)
+      feats[vid] = {i: {} for i in range(len(enc.names))}
+      pool.submit(_decode_worker, enc, vid, path, clip_len, q, chunk)
+
+  def run_batch(i):
+    parts = pending[i].take_all()
+    if not parts:
+      return
+    y = enc.encode(enc.names[i], np.concatenate([a for _, _, a in parts]))
+    s = 0
+    for vid, o, a in parts:
+      if vid in feats:
+        feats[vid][i][o] = y[s:s + len(a)]
+      s += len(a)
+      waiting[vid] -= 1
+    n_clips[enc.names[i]] += s
+
+  def finish_ready():
+    nonlocal written
+    for vid in [v for v in done if waiting[v] == 0]:
+      done.discard(vid)
+      for i, n in enumerate(enc.names):
+        parts = feats[vid][i]
+        arr = np.concatenate([parts[o] for o in sorted(parts)]).astype(np.float32)
+        atomic_savez(out_path(n, vid), features=arr)
+      del feats[vid]
+      written += 1
+      if bar is not None:
+        bar.update(1)
+
+  try:
+    submit()
+    while in_flight or done:
+      if not in_flight:                 # only encodes left: flush partial batches
+        for i in range(len(enc.names)):
+          run_batch(i)
+        finish_ready()
+        continue
+      kind, vid, i, payload = q.get()
+      if kind == 'clips':
+        o = order.get((vid, i), 0)
+        order[(vid, i)] = o + 1
+        pending[i].add(vid, o, payload)
+        waiting[vid] += 1
+        if pending[i].count >= enc.batch(enc.names[i]):
+          run_batch(i)
+      else:
+        in_flight.discard(vid)
+        if kind == 'done':
+          done.add(vid)
+        else:
+          failed.append([paths[vid], payload])
+          for p in pending:               # drop its clips still waiting
+            p.parts = [x for x in p.parts if x[0] != vid]
+            p.count = sum(len(x[2]) for x in p.parts)
+          feats.pop(vid, None)
+          waiting.pop(vid, None)
+          if bar is not None:
+            bar.update(1)
+        submit()
+      finish_ready()
+  finally:
+    pool.shutdown(wait=True, cancel_futures=True)
+    if bar is not None:
+      bar.close()
+  secs = time.time() - t0
+  summary = {'written': written, 'skipped': skipped, 'failed': failed,
+             'clips': dict(n_clips), 'seconds': round(secs, 2)}
+  log(f'Wrote features of {written} videos to {output} in {secs:.1f} s '
+      f'(clips: {dict(n_clips)})')
+  if failed:
+    log(f'{len(failed)} videos failed (no feature file written):')
+    for p, why in failed:
+      log(f'  {why}' if why.startswith(p) else f'  {p}: {why}')
+  return summary
+
+
+def extract_queries(jsonl: str, output: str, enc: bb.Encoders, batch_size: int = 64,
+                    overwrite: bool = False, log: Callable[[str], None] = print) -> int:
+  """`output/clip_text_features/qid<qid>.npz` (key last_hidden_state) for every row of
+  `jsonl` (fields qid, query); returns the number written."""
+  from momentdiff_jax.data.sources import read_jsonl, DataError
+  rows = read_jsonl(jsonl)
+  for r in rows:
+    if 'qid' not in r or not isinstance(r.get('query'), str):
+      raise DataError(f'{jsonl}:{r["_line"]}: need fields "qid" and "query" (a string)')
+  text_dir = os.path.join(output, bb.TEXT_DIR)
+  write_manifest(text_dir, dict(enc.records['clip'], feature_dim=enc.models['clip'].text_width,
+                                output='last_hidden_state'))
+  todo = [r for r in rows if overwrite or not os.path.exists(
+      os.path.join(text_dir, f'qid{r["qid"]}.npz'))]
+  for s in range(0, len(todo), 1024):   # bounded memory, files appear as they are done
+    part = todo[s:s + 1024]
+    for r, h in zip(part, enc.encode_queries([r['query'] for r in part], batch_size)):
+      atomic_savez(os.path.join(text_dir, f'qid{r["qid"]}.npz'), last_hidden_state=h)
+  log(f'Wrote {len(todo)} query feature files to {text_dir} '
+      f'({len(rows) - len(todo)} existed)')
+  return len(todo)
+
+
+def video_features(path: str, enc: bb.Encoders, clip_len: float) -> Dict[str, np.ndarray]:
+  """One video -> {backbone: (L, D) float32}, in memory (Predictor.predict_video)."""
+  parts = {n: [] for n in enc.names}
+  chunk = max(enc.batch(n) for n in enc.names)
+  for i, arr in video.sample_clips(path, enc.samplers(path, clip_len), chunk):
+    parts[enc.names[i]].append(enc.encode(enc.names[i], arr))
+  for n, p in parts.items():
+    if not p:
+      raise video.VideoError(f'{path}: no {n} clip (video shorter than half a '
+                             f'{clip_len} s clip, or no decodable frame)')
+  return {n: np.concatenate(p) for n, p in parts.items()}
