@@ -19,7 +19,7 @@ W, H = 64, 48
 
 
 def bands(i, t):
-  return (16 * (i % 16), 16 * (i // 16), 30 * int(math.floor(t)))
+  return (16 * (i % 16), 16 * (i // 16), 30 * (int(math.floor(t)) % 8))
 
 
 def write_video(path, fps: fractions.Fraction, n_frames: int):

@@ -1,0 +1,222 @@
+"""End to end on generated videos with tiny random backbones (no network).
+
+extract_features.py -> build_dataset.py -> train a few steps -> predict.py --video (JSON
+and PNG); resumable and atomic extraction, bad videos listed, features equal to the
+backbones applied to the sampled clips one video at a time, query features equal to
+the text tower's rows up to the end token; a workdir/backbone mismatch is refused.
+"""
+import fractions
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip('torch')
+transformers = pytest.importorskip('transformers')
+pytest.importorskip('av')
+
+from momentdiff_jax.features import backbones as bb  # pylint: disable=g-import-not-at-top
+from momentdiff_jax.features import video  # pylint: disable=g-import-not-at-top
+from tests import clip_vocab  # pylint: disable=g-import-not-at-top
+from tests.test_features_video import write_video  # pylint: disable=g-import-not-at-top
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, 'data_prep'))
+import build_dataset  # pylint: disable=g-import-not-at-top,wrong-import-position
+import extract_features  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+CLIP_LEN = 2.0
+QUERIES = ['a person opens the door', 'someone sits on a chair', 'he walks to the window',
+           'a woman drinks from a cup', 'the man turns on the light', 'she reads a book']
+# (frames, fps): 7.9 s to 13.1 s, odd rates
+VIDEOS = [(79, fractions.Fraction(10)), (100, fractions.Fraction(15, 2)),
+          (131, fractions.Fraction(10)), (110, fractions.Fraction(25, 2)),
+          (90, fractions.Fraction(10)), (97, fractions.Fraction(15, 2))]
+TINY = dict(hidden_dim=32, num_heads=4, ffn_dim=64)
+
+
+def make_clip_dir(path, seed):
+  os.makedirs(path, exist_ok=True)
+  vocab_size = clip_vocab.write_vocab(path, QUERIES, num_merges=40)
+  cfg = transformers.CLIPConfig(
+      text_config=dict(vocab_size=vocab_size, hidden_size=16, intermediate_size=24,
+                       num_hidden_layers=1, num_attention_heads=2,
+                       max_position_embeddings=77),
+      vision_config=dict(hidden_size=16, intermediate_size=24, num_hidden_layers=1,
+                         num_attention_heads=2, image_size=32, patch_size=16),
+      projection_dim=12)
+  torch.manual_seed(seed)
+  transformers.CLIPModel(cfg).eval().save_pretrained(path)
+  return path
+
+
+@pytest.fixture(scope='module')
+def world(tmp_path_factory):
+  """Videos, annotations, a tiny CLIP dir and the extracted features."""
+  root = tmp_path_factory.mktemp('e2e')
+  vdir = root / 'videos'
+  vdir.mkdir()
+  rows = []
+  for k, (n, fps) in enumerate(VIDEOS):
+    path = write_video(vdir / f'vid{k}.mp4', fps, n)
+    dur = round(video.probe(path).duration, 3)
+    for j in range(2):
+      s = 2.0 * j + (k % 3)
+      rows.append({'qid': 10 * k + j, 'vid': f'vid{k}', 'duration': dur,
+                   'query': QUERIES[(k + j) % len(QUERIES)],
+                   'relevant_windows': [[s, min(s + 3.0, dur)]]})
+  (vdir / 'broken.mp4').write_bytes(b'\x00junk' * 64)
+  files = {}
+  for split, keep in (('train', range(0, 4)), ('test', range(4, 6))):
+    files[split] = str(root / f'{split}.jsonl')
+    with open(files[split], 'w') as f:
+      f.writelines(json.dumps(r) + '\n' for r in rows if int(r['vid'][3:]) in keep)
+  queries = str(root / 'queries.jsonl')
+  with open(queries, 'w') as f:
+    f.writelines(json.dumps(r) + '\n' for r in rows)
+  clip_dir = make_clip_dir(str(root / 'clip'), seed=0)
+  feats = str(root / 'feats')
+  args = [f'--videos={vdir}', f'--output={feats}', f'--clip_len={CLIP_LEN}',
+          '--backbones=clip', f'--clip_weights={clip_dir}', f'--queries={queries}',
+          '--batch_size=4', '--no_progress']
+  assert extract_features.main(args) == 0
+  return dict(root=root, vdir=str(vdir), rows=rows, files=files, clip=clip_dir,
+              feats=feats, args=args)
+
+
+def test_features_are_the_backbone_on_the_sampled_clips(world):
+  from momentdiff_jax.features import extract
+  from momentdiff_jax.features.clip import load_clip
+  m = load_clip(world['clip'])
+  frames, got = [], []
+  for k in range(len(VIDEOS)):
+    path = os.path.join(world['vdir'], f'vid{k}.mp4')
+    frames.append(np.concatenate([a for _, a in video.sample_clips(
+        path, [video.ClipSampler(CLIP_LEN, m.image_size)])]))
+    with np.load(os.path.join(world['feats'], 'clip_features', f'vid{k}.npz')) as z:
+      got.append(z['features'])
+    t_last = (VIDEOS[k][0] - 1) / VIDEOS[k][1]
+    assert len(got[k]) == len(frames[k]) == int(np.floor(t_last / CLIP_LEN + 0.5))
+    assert got[k].shape[1] == 12 and got[k].dtype == np.float32
+  # One call on every video's frames: batches in the extractor spanned videos.
+  want = np.asarray(m.encode_images(video.normalize(np.concatenate(frames), m.image_mean,
+                                                    m.image_std)))
+  np.testing.assert_allclose(np.concatenate(got), want, atol=1e-5, rtol=1e-5)
+  # What predict_video extracts in memory is what the files hold.
+  enc = bb.Encoders(['clip'], world['clip'], batch_size=4, models={'clip': m})
+  mem = extract.video_features(os.path.join(world['vdir'], 'vid2.mp4'), enc, CLIP_LEN)
+  np.testing.assert_allclose(mem['clip'], got[2], atol=1e-5, rtol=1e-5)
+
+  ids, mask = m.tokenize([r['query'] for r in world['rows']])
+  hidden = np.asarray(m.encode_text(ids, mask))
+  for r, h, mk in zip(world['rows'], hidden, mask):
+    with np.load(os.path.join(world['feats'], 'clip_text_features',
+                              f'qid{r["qid"]}.npz')) as z:
+      np.testing.assert_allclose(z['last_hidden_state'], h[mk.astype(bool)],
+                                 atol=1e-5, rtol=1e-5)
+  with open(os.path.join(world['feats'], 'clip_features', 'extraction.json')) as f:
+    rec = json.load(f)
+  assert rec['backbone'] == 'clip' and rec['clip_len'] == CLIP_LEN
+  assert rec['feature_dim'] == 12 and rec['fingerprint']
+
+
+def test_rerun_skips_written_videos_and_lists_bad_ones(world, capsys):
+  out = os.path.join(world['feats'], 'clip_features')
+  before = {f: os.stat(os.path.join(out, f)).st_mtime_ns for f in os.listdir(out)}
+  assert not [f for f in before if f.startswith('.tmp')]          # atomic writes
+  assert 'broken.npz' not in before and len(before) == len(VIDEOS) + 1
+  assert extract_features.main(world['args']) == 0
+  log = capsys.readouterr().out
+  assert f'{len(VIDEOS)} of {len(VIDEOS) + 1} videos already have' in log
+  assert 'broken.mp4' in log and '1 videos failed' in log
+  after = {f: os.stat(os.path.join(out, f)).st_mtime_ns for f in os.listdir(out)}
+  assert after == before
+  # A dir of another extraction is refused, naming what differs.
+  other = make_clip_dir(str(world['root'] / 'clip_other'), seed=1)
+  args = [a if not a.startswith('--clip_weights') else f'--clip_weights={other}'
+          for a in world['args']]
+  assert extract_features.main(args) == 1
+  assert 'fingerprint' in capsys.readouterr().err
+
+
+def test_build_train_predict_video(world, tmp_path):
+  from momentdiff_jax import Predictor
+  from momentdiff_jax import train
+  from configs import qvhighlights_clip
+  data = str(tmp_path / 'data')
+  assert build_dataset.main([
+      f'--train={world["files"]["train"]}', f'--test={world["files"]["test"]}',
+      f'--video_features={world["feats"]}/clip_features',
+      f'--text_features={world["feats"]}/clip_text_features', f'--clip_len={CLIP_LEN}',
+      f'--output={data}', '--no_progress']) == 0
+  with open(os.path.join(data, 'metadata.json')) as f:
+    meta = json.load(f)
+  assert [r['backbone'] for r in meta['backbones']['video']] == ['clip']
+  assert meta['backbones']['text']['backbone'] == 'clip'
+
+  c = qvhighlights_clip.get_config()
+  c.data.dir = data
+  for k, v in TINY.items():
+    c.model[k] = v
+  c.data.max_v_l, c.data.length_buckets = 8, (8,)
+  c.batch_size, c.eval_batch_size, c.num_train_steps = 4, 8, 2
+  c.eval_every_steps = c.checkpoint_every_steps = 2
+  c.diffusion.sampling_steps = 2
+  # One layer per stack, 2 spans: a smaller program to compile (CPU compile time is
+  # most of this test).
+  c.model.t2v_layers = c.model.enc_layers = c.model.dec_layers = c.model.n_input_proj = 1
+  c.diffusion.num_spans = c.data.max_windows = 2
+  wd = str(tmp_path / 'wd')
+  train.train_and_evaluate(c, wd)
+
+  out_json, out_png = str(tmp_path / 'p.json'), str(tmp_path / 'p.png')
+  vid = os.path.join(world['vdir'], 'vid4.mp4')
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  res = subprocess.run([sys.executable, os.path.join(ROOT, 'predict.py'), f'--workdir={wd}',
+                        f'--video={vid}', '--query=someone sits on a chair',
+                        f'--clip_weights={world["clip"]}', '--top_k=1',
+                        f'--output={out_json}', f'--plot={out_png}'],
+                       env=env, capture_output=True, text=True, cwd=ROOT)
+  assert res.returncode == 0, res.stderr[-2000:]
+  with open(out_json) as f:
+    pred = json.load(f)
+  assert json.loads(res.stdout.strip().splitlines()[-1]) == pred
+  assert set(pred) == {'video', 'query', 'duration', 'pred_relevant_windows',
+                       'pred_saliency_scores'}
+  assert pred['duration'] == pytest.approx(VIDEOS[4][0] / float(VIDEOS[4][1]), abs=1e-3)
+  wins = np.asarray(pred['pred_relevant_windows'])
+  assert wins.shape == (1, 3) and 0 <= wins[0, 2] <= 1
+  assert (wins[:, 0] >= 0).all() and (wins[:, 1] <= pred['duration'] + 1e-6).all()
+  n_clips = int(np.floor((VIDEOS[4][0] - 1) / float(VIDEOS[4][1]) / CLIP_LEN + 0.5))
+  assert len(pred['pred_saliency_scores']) == n_clips
+  from matplotlib import image
+  img = image.imread(out_png)
+  assert img.shape[0] >= 300 and img.shape[1] >= 600
+
+  # Mismatches are refused by name, before any video is read.
+  other = make_clip_dir(str(tmp_path / 'clip_other'), seed=1)
+  with pytest.raises(ValueError, match=r'clip: the dataset was extracted with weights clip '
+                     r'\(clip, fingerprint \w+\), given clip \(clip_other'):
+    Predictor.from_workdir(wd, clip_weights=other).predict_video(vid, 'a query')
+  with pytest.raises(ValueError, match=r'give clip_weights'):
+    Predictor.from_workdir(wd).predict_video(vid, 'a query')
+
+
+def test_record_mismatch_names_both_sides():
+  from momentdiff_jax.features import records
+  sf_c = [{'backbone': 'slowfast', 'fingerprint': 'aa'}, {'backbone': 'clip',
+                                                           'fingerprint': 'bb'}]
+  assert records.mismatches(sf_c, [dict(r) for r in sf_c]) == []
+  msg = records.mismatches(sf_c, [{'backbone': 'clip', 'fingerprint': 'bb'}])[0]
+  assert '[slowfast, clip]' in msg and 'given [clip]' in msg
+  msg = records.mismatches(sf_c, [{'backbone': 'slowfast', 'fingerprint': 'cc',
+                                   'weights': 'x.pkl'}, sf_c[1]])[0]
+  assert 'slowfast' in msg and 'x.pkl' in msg and 'cc' in msg
+  # The public releases' dirs are named by their backbone.
+  assert records.read_record('/nonexistent/slowfast_features')['backbone'] == 'slowfast'
+  assert records.read_record('/nonexistent/vgg')['backbone'] is None
+  with pytest.raises(ValueError, match='subset of clip,slowfast'):
+    bb.parse_names('clip,i3d')
