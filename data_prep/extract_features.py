@@ -33,6 +33,10 @@ def parse_args(argv=None):
                  help='comma-separated: clip, slowfast (default both)')
   p.add_argument('--clip_weights', default=None, help='Hugging Face CLIP directory')
   p.add_argument('--slowfast_weights', default=None, help='SlowFast R50 checkpoint file')
+  p.add_argument('--slowfast_frames', type=int, default=32,
+                 help='Fast-pathway frames per clip (32: SlowFast 8x8, the public features)')
+  p.add_argument('--slowfast_crop', type=int, default=224,
+                 help='SlowFast input crop (224: the public features)')
   p.add_argument('--queries', default=None,
                  help='jsonl with qid and query fields: also write query features')
   p.add_argument('--batch_size', type=int, default=64,
@@ -57,13 +61,14 @@ def main(argv=None):
     if args.clip_len <= 0:
       raise ValueError(f'--clip_len must be > 0, got {args.clip_len}')
     videos = extract.list_videos(args.videos)
-    enc = bb.Encoders(names, args.clip_weights, args.slowfast_weights, args.batch_size)
+    sf = dict(slowfast_frames=args.slowfast_frames, slowfast_crop=args.slowfast_crop)
+    enc = bb.Encoders(names, args.clip_weights, args.slowfast_weights, args.batch_size, **sf)
     video_names = bb.parse_names(args.backbones)
     if video_names != enc.names:
       enc_video = bb.Encoders(video_names, models=enc.models,
                               clip_weights=args.clip_weights,
                               slowfast_weights=args.slowfast_weights,
-                              batch_size=args.batch_size)
+                              batch_size=args.batch_size, **sf)
     else:
       enc_video = enc
     summary = extract.extract_videos(videos, args.output, enc_video, args.clip_len,

@@ -192,7 +192,11 @@ class Predictor:
     if missing:
       raise ValueError(f'the workdir was trained on [{", ".join(names)}] video features and '
                        f'CLIP text features: give {" and ".join(f"{n}_weights" for n in missing)}')
-    enc = bb.Encoders(need, self.weights['clip'], self.weights['slowfast'])
+    # SlowFast sees as many frames per clip, at the crop, as the dataset's extraction.
+    sf = next((r for r in video_rec if r.get('backbone') == 'slowfast'), {})
+    enc = bb.Encoders(need, self.weights['clip'], self.weights['slowfast'],
+                      slowfast_frames=int(sf.get('frames_per_clip') or 32),
+                      slowfast_crop=int(sf.get('crop') or 224))
     given = [enc.records[n] for n in names]
     text_given = dict(enc.records['clip'], feature_dim=enc.models['clip'].text_width)
     problems = records.mismatches(video_rec, given)

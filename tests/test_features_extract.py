@@ -1,7 +1,7 @@
 """End to end on generated videos with tiny random backbones (no network).
 
-extract_features.py -> build_dataset.py -> train a few steps -> predict.py --video (JSON
-and PNG); resumable and atomic extraction, bad videos listed, features equal to the
+extract_features.py (CLIP + SlowFast) -> build_dataset.py -> train a few steps ->
+predict.py --video (JSON and PNG); resumable and atomic extraction, bad videos listed, features equal to the
 backbones applied to the sampled clips one video at a time, query features equal to
 the text tower's rows up to the end token; a workdir/backbone mismatch is refused.
 """
@@ -20,6 +20,7 @@ pytest.importorskip('av')
 
 from momentdiff_jax.features import backbones as bb  # pylint: disable=g-import-not-at-top
 from momentdiff_jax.features import video  # pylint: disable=g-import-not-at-top
+from tests import backbone_fixtures  # pylint: disable=g-import-not-at-top
 from tests import clip_vocab  # pylint: disable=g-import-not-at-top
 from tests.test_features_video import write_video  # pylint: disable=g-import-not-at-top
 
@@ -36,6 +37,8 @@ VIDEOS = [(79, fractions.Fraction(10)), (100, fractions.Fraction(15, 2)),
           (131, fractions.Fraction(10)), (110, fractions.Fraction(25, 2)),
           (90, fractions.Fraction(10)), (97, fractions.Fraction(15, 2))]
 TINY = dict(hidden_dim=32, num_heads=4, ffn_dim=64)
+# The tiny SlowFast sees 8 frames of 32x32 per clip (32 of 224x224 by default).
+SF_FRAMES, SF_CROP = 8, 32
 
 
 def make_clip_dir(path, seed):
@@ -78,37 +81,51 @@ def world(tmp_path_factory):
   with open(queries, 'w') as f:
     f.writelines(json.dumps(r) + '\n' for r in rows)
   clip_dir = make_clip_dir(str(root / 'clip'), seed=0)
+  sf_path = str(root / 'slowfast.pyth')
+  backbone_fixtures.write_tiny_slowfast(sf_path)
   feats = str(root / 'feats')
   args = [f'--videos={vdir}', f'--output={feats}', f'--clip_len={CLIP_LEN}',
-          '--backbones=clip', f'--clip_weights={clip_dir}', f'--queries={queries}',
-          '--batch_size=4', '--no_progress']
+          '--backbones=clip,slowfast', f'--clip_weights={clip_dir}',
+          f'--slowfast_weights={sf_path}', f'--slowfast_frames={SF_FRAMES}',
+          f'--slowfast_crop={SF_CROP}', f'--queries={queries}', '--batch_size=16',
+          '--no_progress']
   assert extract_features.main(args) == 0
   return dict(root=root, vdir=str(vdir), rows=rows, files=files, clip=clip_dir,
-              feats=feats, args=args)
+              slowfast=sf_path, feats=feats, args=args)
 
 
 def test_features_are_the_backbone_on_the_sampled_clips(world):
+  """Files == one encoder pass over every video's sampled clips (batches spanned videos)."""
   from momentdiff_jax.features import extract
   from momentdiff_jax.features.clip import load_clip
+  from momentdiff_jax.features.slowfast import load_slowfast
   m = load_clip(world['clip'])
-  frames, got = [], []
+  sf = load_slowfast(world['slowfast'], num_frames=SF_FRAMES, crop_size=SF_CROP)
+  enc = bb.Encoders(['slowfast', 'clip'], batch_size=16, models={'clip': m, 'slowfast': sf})
+  got = {'clip': [], 'slowfast': []}
+  pixels = {'clip': [], 'slowfast': []}
   for k in range(len(VIDEOS)):
     path = os.path.join(world['vdir'], f'vid{k}.mp4')
-    frames.append(np.concatenate([a for _, a in video.sample_clips(
-        path, [video.ClipSampler(CLIP_LEN, m.image_size)])]))
-    with np.load(os.path.join(world['feats'], 'clip_features', f'vid{k}.npz')) as z:
-      got.append(z['features'])
+    info = video.probe(path)
+    samplers = [video.ClipSampler(CLIP_LEN, m.image_size),
+                video.SlowFastSampler(CLIP_LEN, SF_CROP, int(np.floor(info.avg_fps)),
+                                      info.duration, num_frames=SF_FRAMES)]
+    for i, arr in video.sample_clips(path, samplers):
+      pixels[['clip', 'slowfast'][i]].append(arr)
+    for n in got:
+      with np.load(os.path.join(world['feats'], f'{n}_features', f'vid{k}.npz')) as z:
+        got[n].append(z['features'])
     t_last = (VIDEOS[k][0] - 1) / VIDEOS[k][1]
-    assert len(got[k]) == len(frames[k]) == int(np.floor(t_last / CLIP_LEN + 0.5))
-    assert got[k].shape[1] == 12 and got[k].dtype == np.float32
-  # One call on every video's frames: batches in the extractor spanned videos.
-  want = np.asarray(m.encode_images(video.normalize(np.concatenate(frames), m.image_mean,
-                                                    m.image_std)))
-  np.testing.assert_allclose(np.concatenate(got), want, atol=1e-5, rtol=1e-5)
+    assert len(got['clip'][k]) == int(np.floor(t_last / CLIP_LEN + 0.5))
+    assert len(got['slowfast'][k]) == int(np.ceil(info.duration / CLIP_LEN))  # partial kept
+    assert got['clip'][k].shape[1] == 12 and got['clip'][k].dtype == np.float32
+  for n in got:
+    want = enc.encode(n, np.concatenate(pixels[n]))
+    np.testing.assert_allclose(np.concatenate(got[n]), want, atol=1e-4, rtol=1e-4)
   # What predict_video extracts in memory is what the files hold.
-  enc = bb.Encoders(['clip'], world['clip'], batch_size=4, models={'clip': m})
   mem = extract.video_features(os.path.join(world['vdir'], 'vid2.mp4'), enc, CLIP_LEN)
-  np.testing.assert_allclose(mem['clip'], got[2], atol=1e-5, rtol=1e-5)
+  for n in got:
+    np.testing.assert_allclose(mem[n], got[n][2], atol=1e-4, rtol=1e-4)
 
   ids, mask = m.tokenize([r['query'] for r in world['rows']])
   hidden = np.asarray(m.encode_text(ids, mask))
@@ -123,17 +140,23 @@ def test_features_are_the_backbone_on_the_sampled_clips(world):
   assert rec['feature_dim'] == 12 and rec['fingerprint']
 
 
+def _mtimes(root):
+  return {os.path.join(d, f): os.stat(os.path.join(d, f)).st_mtime_ns
+          for d, _, fs in os.walk(root) for f in fs}
+
+
 def test_rerun_skips_written_videos_and_lists_bad_ones(world, capsys):
-  out = os.path.join(world['feats'], 'clip_features')
-  before = {f: os.stat(os.path.join(out, f)).st_mtime_ns for f in os.listdir(out)}
-  assert not [f for f in before if f.startswith('.tmp')]          # atomic writes
-  assert 'broken.npz' not in before and len(before) == len(VIDEOS) + 1
+  before = _mtimes(world['feats'])
+  assert not [f for f in before if '.tmp' in f]          # atomic writes
+  for d in ('clip_features', 'slowfast_features'):
+    names = os.listdir(os.path.join(world['feats'], d))
+    assert sorted(names) == sorted([f'vid{k}.npz' for k in range(len(VIDEOS))]
+                                   + ['extraction.json'])
   assert extract_features.main(world['args']) == 0
   log = capsys.readouterr().out
   assert f'{len(VIDEOS)} of {len(VIDEOS) + 1} videos already have' in log
   assert 'broken.mp4' in log and '1 videos failed' in log
-  after = {f: os.stat(os.path.join(out, f)).st_mtime_ns for f in os.listdir(out)}
-  assert after == before
+  assert _mtimes(world['feats']) == before
   # A dir of another extraction is refused, naming what differs.
   other = make_clip_dir(str(world['root'] / 'clip_other'), seed=1)
   args = [a if not a.startswith('--clip_weights') else f'--clip_weights={other}'
@@ -145,19 +168,20 @@ def test_rerun_skips_written_videos_and_lists_bad_ones(world, capsys):
 def test_build_train_predict_video(world, tmp_path):
   from momentdiff_jax import Predictor
   from momentdiff_jax import train
-  from configs import qvhighlights_clip
+  from configs import qvhighlights
   data = str(tmp_path / 'data')
   assert build_dataset.main([
       f'--train={world["files"]["train"]}', f'--test={world["files"]["test"]}',
-      f'--video_features={world["feats"]}/clip_features',
+      f'--video_features={world["feats"]}/slowfast_features,{world["feats"]}/clip_features',
       f'--text_features={world["feats"]}/clip_text_features', f'--clip_len={CLIP_LEN}',
       f'--output={data}', '--no_progress']) == 0
   with open(os.path.join(data, 'metadata.json')) as f:
     meta = json.load(f)
-  assert [r['backbone'] for r in meta['backbones']['video']] == ['clip']
+  assert [r['backbone'] for r in meta['backbones']['video']] == ['slowfast', 'clip']
+  assert meta['backbones']['video'][0]['frames_per_clip'] == SF_FRAMES
   assert meta['backbones']['text']['backbone'] == 'clip'
 
-  c = qvhighlights_clip.get_config()
+  c = qvhighlights.get_config()
   c.data.dir = data
   for k, v in TINY.items():
     c.model[k] = v
@@ -177,7 +201,8 @@ def test_build_train_predict_video(world, tmp_path):
   env = dict(os.environ, JAX_PLATFORMS='cpu')
   res = subprocess.run([sys.executable, os.path.join(ROOT, 'predict.py'), f'--workdir={wd}',
                         f'--video={vid}', '--query=someone sits on a chair',
-                        f'--clip_weights={world["clip"]}', '--top_k=1',
+                        f'--clip_weights={world["clip"]}',
+                        f'--slowfast_weights={world["slowfast"]}', '--top_k=1',
                         f'--output={out_json}', f'--plot={out_png}'],
                        env=env, capture_output=True, text=True, cwd=ROOT)
   assert res.returncode == 0, res.stderr[-2000:]
@@ -200,9 +225,10 @@ def test_build_train_predict_video(world, tmp_path):
   other = make_clip_dir(str(tmp_path / 'clip_other'), seed=1)
   with pytest.raises(ValueError, match=r'clip: the dataset was extracted with weights clip '
                      r'\(clip, fingerprint \w+\), given clip \(clip_other'):
-    Predictor.from_workdir(wd, clip_weights=other).predict_video(vid, 'a query')
-  with pytest.raises(ValueError, match=r'give clip_weights'):
-    Predictor.from_workdir(wd).predict_video(vid, 'a query')
+    Predictor.from_workdir(wd, clip_weights=other, slowfast_weights=world['slowfast']
+                           ).predict_video(vid, 'a query')
+  with pytest.raises(ValueError, match=r'trained on \[slowfast, clip\].*give slowfast_weights'):
+    Predictor.from_workdir(wd, clip_weights=world['clip']).predict_video(vid, 'a query')
 
 
 def test_record_mismatch_names_both_sides():

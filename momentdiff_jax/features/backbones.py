@@ -82,7 +82,8 @@ class Encoders:
 
   def __init__(self, names: Sequence[str], clip_weights: Optional[str] = None,
                slowfast_weights: Optional[str] = None, batch_size: int = 64,
-               models: Optional[Dict[str, object]] = None):
+               models: Optional[Dict[str, object]] = None,
+               slowfast_frames: int = 32, slowfast_crop: int = 224):
     self.names = parse_names(names)
     paths = {'clip': clip_weights, 'slowfast': slowfast_weights}
     models = dict(models or {})
@@ -97,7 +98,8 @@ class Encoders:
         models[n] = load_clip(paths[n])
       else:
         from momentdiff_jax.features.slowfast import load_slowfast
-        models[n] = load_slowfast(paths[n])
+        models[n] = load_slowfast(paths[n], num_frames=slowfast_frames,
+                                  crop_size=slowfast_crop)
     self.models = models
     self.batch_size = batch_size
     self.records, self.sizes, self._fns = {}, {}, {}
