@@ -176,6 +176,12 @@ class Predictor:
     from momentdiff_jax.features import records
     rec = self.config.data.get('backbones')
     rec = rec.to_dict() if hasattr(rec, 'to_dict') else rec
+    if not rec and self.video_sources:
+      # Converted release checkpoints record only their feature dirs' names
+      # (`clip_features`, ...): the backbones those names stand for, CLIP text assumed
+      # (a text feature size other than the CLIP weights' is refused below).
+      rec = {'video': [records.infer_record(s) for s in self.video_sources],
+             'text': {'backbone': 'clip', 'inferred_from': 'assumed'}}
     if not rec:
       raise ValueError('this workdir records no feature backbones (trained on synthetic '
                        'data, or converted without a dataset): predict_video cannot tell '
@@ -200,6 +206,9 @@ class Predictor:
     given = [enc.records[n] for n in names]
     text_given = dict(enc.records['clip'], feature_dim=enc.models['clip'].text_width)
     problems = records.mismatches(video_rec, given)
+    if enc.models['clip'].text_width != self.config.text_dim:
+      problems.append(f'the model takes {self.config.text_dim}-d query features, the CLIP '
+                      f'text tower gives {enc.models["clip"].text_width}')
     problems += [p.replace('clip:', 'clip (text):', 1)
                  for p in records.mismatches([text_rec], [text_given])]
     if problems:

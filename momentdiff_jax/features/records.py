@@ -50,14 +50,19 @@ def record(name: str, weights: Optional[str], feature_dim: int, **extra) -> dict
   return r
 
 
+def infer_record(source: str) -> dict:
+  """The backbone a public feature dir's name stands for (`clip_features` -> clip)."""
+  name = _PUBLIC_DIRS.get(os.path.basename(os.path.normpath(source)))
+  return {'backbone': name, 'inferred_from': 'directory name' if name else None}
+
+
 def read_record(feat_dir: str) -> dict:
   """`<feat_dir>/extraction.json`, else the backbone the dir's name stands for."""
   path = os.path.join(feat_dir, MANIFEST)
   if os.path.exists(path):
     with open(path) as f:
       return json.load(f)
-  name = _PUBLIC_DIRS.get(os.path.basename(os.path.normpath(feat_dir)))
-  return {'backbone': name, 'inferred_from': 'directory name' if name else None}
+  return infer_record(feat_dir)
 
 
 def describe(r: Optional[dict]) -> str:
