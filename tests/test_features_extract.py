@@ -82,7 +82,8 @@ def world(tmp_path_factory):
     f.writelines(json.dumps(r) + '\n' for r in rows)
   clip_dir = make_clip_dir(str(root / 'clip'), seed=0)
   sf_path = str(root / 'slowfast.pyth')
-  backbone_fixtures.write_tiny_slowfast(sf_path)
+  # R18 depths (one block per stage): the same code paths, half the compile time of R50.
+  backbone_fixtures.write_tiny_slowfast(sf_path, model_depth=18)
   feats = str(root / 'feats')
   args = [f'--videos={vdir}', f'--output={feats}', f'--clip_len={CLIP_LEN}',
           '--backbones=clip,slowfast', f'--clip_weights={clip_dir}',
