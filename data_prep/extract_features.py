@@ -71,6 +71,7 @@ def main(argv=None):
                               batch_size=args.batch_size, **sf)
     else:
       enc_video = enc
+    print(f'{len(videos)} videos; backbones {enc_video.describe()}', flush=True)
     summary = extract.extract_videos(videos, args.output, enc_video, args.clip_len,
                                      num_workers=args.num_workers,
                                      overwrite=args.overwrite,

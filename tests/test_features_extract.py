@@ -166,6 +166,26 @@ def test_rerun_skips_written_videos_and_lists_bad_ones(world, capsys):
   assert 'fingerprint' in capsys.readouterr().err
 
 
+def test_two_devices_give_the_same_files(world, tmp_path):
+  """The CLI on 2 (virtual CPU) devices: batches split over them, same features."""
+  out = str(tmp_path / 'feats2')
+  env = dict(os.environ, JAX_PLATFORMS='cpu',
+             XLA_FLAGS='--xla_force_host_platform_device_count=2')
+  res = subprocess.run([sys.executable, os.path.join(ROOT, 'data_prep', 'extract_features.py'),
+                        f'--videos={world["vdir"]}/vid[0-3].mp4', f'--output={out}',
+                        f'--clip_len={CLIP_LEN}', '--backbones=clip',
+                        f'--clip_weights={world["clip"]}', '--batch_size=5', '--no_progress'],
+                       env=env, capture_output=True, text=True, cwd=ROOT)
+  assert res.returncode == 0, res.stderr[-2000:]
+  assert 'clip (batch 6) on 2 local devices' in res.stdout   # 5 rounded up to 2 x 3
+  names = sorted(f for f in os.listdir(os.path.join(out, 'clip_features')) if f.endswith('.npz'))
+  assert names == [f'vid{k}.npz' for k in range(4)]
+  for name in names:
+    with np.load(os.path.join(out, 'clip_features', name)) as a, \
+         np.load(os.path.join(world['feats'], 'clip_features', name)) as b:
+      np.testing.assert_allclose(a['features'], b['features'], atol=1e-5, rtol=1e-5)
+
+
 def test_build_train_predict_video(world, tmp_path):
   from momentdiff_jax import Predictor
   from momentdiff_jax import train

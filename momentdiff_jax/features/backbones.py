@@ -121,6 +121,12 @@ class Encoders:
                                  m.mean, m.std, max(1, batch_size // 8), m.encode_clips)
     self._text = None
 
+  def describe(self) -> str:
+    """e.g. 'clip (batch 64), slowfast (batch 8) on 2 local devices'."""
+    n = len(jax.local_devices()) if any(f.params is not None for f in self._fns.values()) else 1
+    return (', '.join(f'{k} (batch {self._fns[k].batch})' for k in self.names)
+            + f' on {n} local device{"s" if n > 1 else ""}')
+
   def batch(self, name: str) -> int:
     return self._fns[name].batch
 
