@@ -6,7 +6,12 @@ Score a prediction file alone:
 
 Predict and score a trained run (writes DIR/eval/<split>_{preds.jsonl,metrics.json}):
   python evaluate.py --workdir=DIR [--split=test] [--checkpoint=best|latest]
-      [--sampling_steps=N] [--plots]
+      [--sampling_steps=N] [--plots] [--override=KEY=VALUE ...]
+`--override` changes the workdir's config for this evaluation (e.g. `data.dir=OTHER`, a
+dataset built from the same feature types; `eval_batch_size=16`); keys that fix the
+trained parameters (model.*, diffusion.num_spans, ...) are refused, naming them.
+Library logs stay off the console unless `--verbosity=0`; `--compile_cache=DIR|off`
+as for main.py.
 Several processes (every one predicts its share; process 0 writes the files):
   launch/local.sh 2 2 -- python evaluate.py --workdir=DIR
 
@@ -14,6 +19,7 @@ Both print the metrics JSON, its "brief" block first.
 """
 import json
 import os
+import sys
 
 from absl import app
 from absl import flags
@@ -27,6 +33,10 @@ flags.DEFINE_enum('checkpoint', 'best', ['best', 'latest'],
 flags.DEFINE_integer('sampling_steps', None,
                      'Diffusion sampling steps (default: the config\'s).')
 flags.DEFINE_bool('plots', False, 'Also write PNG figures under DIR/eval/.')
+flags.DEFINE_multi_string('override', [], 'KEY=VALUE changing the workdir\'s config for '
+                          'this evaluation (repeatable), e.g. data.dir=OTHER_DATASET.')
+flags.DEFINE_string('compile_cache', None, 'Directory of JAX\'s persistent compilation '
+                    'cache; "off" disables it (default as for main.py).')
 # File-scoring mode.
 flags.DEFINE_string('predictions', None, 'Prediction rows (jsonl) to score.')
 flags.DEFINE_string('ground_truth', None, 'Annotation rows (jsonl) to score against.')
@@ -84,14 +94,28 @@ def main(argv):
     if FLAGS.predictions or FLAGS.ground_truth:
       raise app.UsageError('--workdir excludes --predictions/--ground_truth.')
     # Imported here so that file scoring needs neither JAX nor a model.
+    import jax
+    from momentdiff_jax import checkpointing, compile_cache, console, evaluation
     from momentdiff_jax import mesh as mesh_lib
+    from momentdiff_jax import workdir as workdir_lib
+    from momentdiff_jax.data import DataError
+    console.quiet_libraries(console.verbosity_given(FLAGS))
     mesh_lib.maybe_initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
                                           FLAGS.process_id)
-    from momentdiff_jax import evaluation
-    evaluation.evaluate_workdir(workdir=FLAGS.workdir, split=FLAGS.split,
-                                checkpoint=FLAGS.checkpoint,
-                                sampling_steps=FLAGS.sampling_steps,
-                                plots=FLAGS.plots)
+    cache_dir = compile_cache.enable(FLAGS.compile_cache)
+    timer = compile_cache.timer()
+    try:
+      evaluation.evaluate_workdir(workdir=FLAGS.workdir, split=FLAGS.split,
+                                  checkpoint=FLAGS.checkpoint,
+                                  sampling_steps=FLAGS.sampling_steps,
+                                  plots=FLAGS.plots,
+                                  overrides=workdir_lib.parse_overrides(FLAGS.override))
+    except (workdir_lib.ConfigMismatch, checkpointing.CheckpointMismatch, DataError,
+            FileNotFoundError) as e:
+      print(f'evaluate.py: error: {e}', file=sys.stderr)
+      sys.exit(1)
+    if jax.process_index() == 0:
+      print(timer.summary(cache_dir))
   elif FLAGS.predictions and FLAGS.ground_truth:
     score_files(FLAGS.predictions, FLAGS.ground_truth, FLAGS.dataset, FLAGS.output)
   else:

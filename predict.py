@@ -34,6 +34,9 @@ flags.DEFINE_integer('num_frames', 10, 'Frames in the --plot strip.')
 
 def main(argv):
   del argv
+  from momentdiff_jax import compile_cache, console  # pylint: disable=g-import-not-at-top
+  console.quiet_libraries(console.verbosity_given(FLAGS))
+  compile_cache.enable(None)     # the default directory (MOMENTDIFF_COMPILE_CACHE, ...)
   from momentdiff_jax import Predictor  # pylint: disable=g-import-not-at-top
   from momentdiff_jax.features.video import VideoError  # pylint: disable=g-import-not-at-top
   from momentdiff_jax.features.weights import WeightsError  # pylint: disable=g-import-not-at-top

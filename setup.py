@@ -18,6 +18,7 @@ setup(
         'array-record>=0.7.1',
         'grain>=0.2.10',
         'absl-py>=2.0',
+        'filelock>=3.0',   # JAX's lock on the shared persistent compilation cache
         'etils>=1.7',
         'tqdm>=4.66',
         'matplotlib>=3.8',

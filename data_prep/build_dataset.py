@@ -19,6 +19,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from momentdiff_jax import console  # pylint: disable=g-import-not-at-top
 from momentdiff_jax.data.build import build_dataset  # pylint: disable=g-import-not-at-top
 from momentdiff_jax.data.sources import DataError  # pylint: disable=g-import-not-at-top
 
@@ -51,11 +52,13 @@ def parse_args(argv=None):
                  help='> 0: only the first rows of each file (quick tries)')
   p.add_argument('--overwrite', action='store_true', help='replace --output')
   p.add_argument('--no_progress', action='store_true')
+  console.add_verbosity_arg(p)
   return p.parse_args(argv)
 
 
 def main(argv=None):
   args = parse_args(argv)
+  console.apply_verbosity(args.verbosity)
   try:
     build_dataset(
         train=args.train, val=args.val, test=args.test,

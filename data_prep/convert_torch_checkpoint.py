@@ -26,6 +26,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from momentdiff_jax import console  # pylint: disable=g-import-not-at-top
 from momentdiff_jax import release_checkpoint  # pylint: disable=g-import-not-at-top
 from momentdiff_jax import torch_mapping  # pylint: disable=g-import-not-at-top
 
@@ -97,6 +98,7 @@ def configure(config, sd: dict, opt, explicit: dict) -> tuple:
 
 def main(argv):
   del argv
+  console.quiet_libraries(console.verbosity_given(flags.FLAGS))
   config = _CONFIG.value
   if config is None or not _CHECKPOINT.value or not _WORKDIR.value:
     raise app.UsageError('--checkpoint, --config and --workdir are required.')

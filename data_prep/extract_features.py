@@ -20,6 +20,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from momentdiff_jax import console  # pylint: disable=g-import-not-at-top
+
 
 def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0],
@@ -45,11 +47,15 @@ def parse_args(argv=None):
   p.add_argument('--num_workers', type=int, default=2, help='video decoding threads')
   p.add_argument('--overwrite', action='store_true', help='recompute existing files')
   p.add_argument('--no_progress', action='store_true')
+  console.add_verbosity_arg(p)
   return p.parse_args(argv)
 
 
 def main(argv=None):
   args = parse_args(argv)
+  console.apply_verbosity(args.verbosity)
+  from momentdiff_jax import compile_cache  # pylint: disable=g-import-not-at-top
+  compile_cache.enable(None)     # the backbones compile once per machine
   from momentdiff_jax.features import backbones as bb  # pylint: disable=g-import-not-at-top
   from momentdiff_jax.features import extract  # pylint: disable=g-import-not-at-top
   from momentdiff_jax.features.weights import WeightsError  # pylint: disable=g-import-not-at-top

@@ -17,6 +17,29 @@ import orbax.checkpoint as ocp
 BEST_METRIC = 'MR-full-mAP'
 
 
+class CheckpointMismatch(ValueError):
+  """The stored parameters do not fit the model the config describes."""
+
+
+def _shapes(tree) -> dict:
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {jax.tree_util.keystr(path, simple=True, separator='/'): tuple(x.shape)
+          for path, x in leaves}
+
+
+def check_params_fit(stored_metadata, abstract_params, where: str) -> None:
+  """Raises CheckpointMismatch listing every parameter whose stored shape (or presence)
+  differs from `abstract_params`; called before orbax is asked to restore."""
+  stored, wanted = _shapes(stored_metadata), _shapes(abstract_params)
+  diffs = [f'{k}: stored {stored.get(k, "absent")}, config {wanted.get(k, "absent")}'
+           for k in sorted(set(stored) | set(wanted)) if stored.get(k) != wanted.get(k)]
+  if diffs:
+    more = f'\n  ... and {len(diffs) - 10} more' if len(diffs) > 10 else ''
+    raise CheckpointMismatch(
+        f'{where}: the stored parameters do not fit the model of the config '
+        f'({len(diffs)} differ):\n  ' + '\n  '.join(diffs[:10]) + more)
+
+
 def _dir(workdir: str, which: str) -> str:
   return os.path.join(os.path.abspath(workdir), 'checkpoints', which)
 
@@ -28,6 +51,9 @@ class WorkdirCheckpoints:
     self.latest = ocp.CheckpointManager(
         _dir(workdir, 'latest'),
         item_names=('params', 'train', 'data'),
+        item_handlers={'params': ocp.StandardCheckpointHandler(),
+                       'train': ocp.StandardCheckpointHandler(),
+                       'data': ocp.JsonCheckpointHandler()},
         options=ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep, create=not read_only, read_only=read_only,
             cleanup_tmp_directories=not read_only))
@@ -59,6 +85,8 @@ class WorkdirCheckpoints:
     `abstract_*` are pytrees of `jax.ShapeDtypeStruct` carrying the target shardings.
     """
     step = self.latest.latest_step()
+    check_params_fit(self.latest.item_metadata(step)['params'], abstract_params,
+                     os.path.join(self.latest.directory, str(step)))
     out = self.latest.restore(step, args=ocp.args.Composite(
         params=ocp.args.StandardRestore(abstract_params),
         train=ocp.args.StandardRestore({'opt_state': abstract_opt_state, 'step': 0}),
@@ -97,6 +125,12 @@ def restore_params(workdir: str, which: str = 'best', abstract_params=None):
       # The saved shardings name the devices of the run that wrote the checkpoint
       # (another process count, say); restore replicated over this process's devices.
       abstract_params = _replicated_like(mngr.item_metadata(step)['params'])
+    try:
+      check_params_fit(mngr.item_metadata(step)['params'], abstract_params,
+                       os.path.join(path, str(step)))
+    except CheckpointMismatch:
+      mngr.close()
+      raise
     restore = ocp.args.StandardRestore(abstract_params)
     params = mngr.restore(step, args=ocp.args.Composite(params=restore))['params']
     mngr.close()

@@ -7,6 +7,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from momentdiff_jax import checkpointing
 from momentdiff_jax import diffusion
 from momentdiff_jax import mesh as mesh_lib
 from momentdiff_jax import metrics as metrics_lib
@@ -175,12 +176,22 @@ def _print0(msg: str):
 
 def evaluate_workdir(workdir: str, split: str = 'test', checkpoint: str = 'best',
                      sampling_steps: Optional[int] = None, plots: bool = False,
-                     num_trajectories: int = 6) -> Optional[dict]:
-  """`evaluate.py --workdir` mode: restore, predict `split`, score, write under eval/."""
+                     num_trajectories: int = 6,
+                     overrides: Optional[dict] = None) -> Optional[dict]:
+  """`evaluate.py --workdir` mode: restore, predict `split`, score, write under eval/.
+
+  `overrides` ({'data.dir': ..., 'eval_batch_size': '16'}) change the workdir's config
+  for this evaluation; keys that fix the parameters, and a dataset whose feature dims
+  differ from the workdir's, raise `workdir.ConfigMismatch` before anything runs.
+  """
+  config = checkpointing.load_config(workdir)
+  if overrides:
+    config = workdir_lib.apply_overrides(config, overrides)
+  dataset = dataset_lib.open_dataset(config)
+  workdir_lib.check_data_dims(config, dataset.info, dataset.data_dir)
   mesh = mesh_lib.make_mesh()
   config, model, params, step, used = workdir_lib.restore_model(
-      workdir, checkpoint, mesh_lib.replicated(mesh))
-  dataset = dataset_lib.open_dataset(config)
+      workdir, checkpoint, mesh_lib.replicated(mesh), config)
   # Weights trained on another order of the same feature sources read this dataset's.
   params = video_sources.align_to_dataset(config, params, dataset.info, log=_print0)
   steps = int(sampling_steps or config.diffusion.sampling_steps)

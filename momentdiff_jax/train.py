@@ -21,7 +21,6 @@ from momentdiff_jax import diffusion
 from momentdiff_jax import evaluation
 from momentdiff_jax import mesh as mesh_lib
 from momentdiff_jax import train_step as ts
-from momentdiff_jax import video_sources
 from momentdiff_jax import workdir as workdir_lib
 from momentdiff_jax.data import dataset as dataset_lib
 
@@ -74,7 +73,8 @@ class MetricsWriter:
       self.tb.flush()
 
 
-def _log(msg: str):
+def log(msg: str):
+  """Prints on process 0 (progress, results)."""
   if jax.process_index() == 0:
     print(msg, flush=True)
 
@@ -97,16 +97,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   workdir = os.path.abspath(workdir)
   dataset = dataset_lib.open_dataset(config)
   info = dataset.info
-  config = ml_collections.ConfigDict(config.to_dict())
-  config.video_dim = int(info['video_dim'])
-  config.text_dim = int(info['text_dim'])
-  config.data.dir = dataset.data_dir
-  # Seconds per clip, for Predictor on raw features (None for pooled C3D features).
-  config.data.clip_len = info.get('clip_len')
-  # The order of the video feature sources these weights will expect.
-  video_sources.record(config, info)
-  # The backbones behind the features, for Predictor.predict_video on raw videos.
-  config.data.backbones = info.get('backbones')
+  config = workdir_lib.with_dataset(config, dataset)
+  # Before anything is written or compiled: a workdir holds one model on one dataset.
+  changes = workdir_lib.check_resume(workdir, config)
+  if changes:
+    log(f'Resuming {workdir} with changed settings: ' + '; '.join(changes))
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
@@ -136,12 +131,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   ckpts = checkpointing.WorkdirCheckpoints(workdir, config.max_checkpoints_to_keep)
   start = 0
   if ckpts.latest_step() is not None:
-    start, params, opt_state, data_state = ckpts.restore_latest(
-        workdir_lib.placed(params, repl), workdir_lib.placed(opt_state, repl))
+    try:
+      start, params, opt_state, data_state = ckpts.restore_latest(
+          workdir_lib.placed(params, repl), workdir_lib.placed(opt_state, repl))
+    except checkpointing.CheckpointMismatch:
+      ckpts.close()      # else orbax's background threads die noisily at exit
+      raise
     train_iter.set_state(data_state)
-    _log(f'Resumed from step {start} ({workdir}/checkpoints/latest)')
+    log(f'Resumed from step {start} ({workdir}/checkpoints/latest)')
   elif config.get('init_from'):
-    params = workdir_lib.init_from(config.init_from, config, info, params, repl, log=_log)
+    params = workdir_lib.init_from(config.init_from, config, info, params, repl, log=log)
   state = ts.TrainState(step=jax.device_put(jnp.asarray(start, jnp.int32), repl),
                         params=params, opt_state=opt_state)
 
@@ -151,7 +150,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   sample_fn = jax.jit(ts.make_sample_fn(model, config, schedule,
                                         config.diffusion.sampling_steps))
   writer = MetricsWriter(workdir, start, config.tensorboard)
-  _log(f'{num_train} train examples, {spe} steps/epoch, {n_steps} steps, '
+  log(f'{num_train} train examples, {spe} steps/epoch, {n_steps} steps, '
        f'{jax.device_count()} devices on {jax.process_count()} processes')
 
   pending = []
@@ -171,7 +170,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
       ex_s = (step - step_last) * config.batch_size / max(now - t_last, 1e-9)
       eta = (n_steps - step) * (now - t_start) / max(step - start, 1)
       writer.write(step, scalars)
-      _log(f'step {step}/{n_steps} | loss {scalars["train/total"]:.4f} | '
+      log(f'step {step}/{n_steps} | loss {scalars["train/total"]:.4f} | '
            f'{ex_s:.0f} ex/s | ETA {_fmt_time(eta)}')
       t_last, step_last = now, step
     if step % eval_every == 0 or step == n_steps:
@@ -180,7 +179,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
       if metrics is not None:
         brief = metrics['brief']
         writer.write(step, {f'{config.data.eval_split}/{k}': v for k, v in brief.items()})
-        _log(f'step {step} {config.data.eval_split}: ' +
+        log(f'step {step} {config.data.eval_split}: ' +
              ', '.join(f'{k} {v:.2f}' for k, v in brief.items() if k.startswith('MR-full')))
         ckpts.save_best(step, state.params, brief)
     if is_ckpt:
@@ -198,6 +197,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
                                 out_dir)
     if metrics is not None:
       final.update({f'final_{split}/{k}': v for k, v in metrics['brief'].items()})
-      _log(f'{split} ({used} checkpoint): ' + json.dumps(metrics['brief']))
+      log(f'{split} ({used} checkpoint): ' + json.dumps(metrics['brief']))
   writer.write(n_steps, final)
   return final

@@ -2,11 +2,16 @@
 restoring both from `config.json` plus a checkpoint.
 
 Sits below `train`, `evaluation` and `predictor` (they all import it; it imports only
-the model, checkpointing and video_sources), so the import graph flows one way: entry points ->
-train / evaluation / predictor -> workdir -> checkpointing, model.
+the model, checkpointing and video_sources), so the import graph flows one way: entry
+points -> train / evaluation / predictor -> workdir -> checkpointing, model.
 """
+import json
+import os
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
 import jax
 import jax.numpy as jnp
+import ml_collections
 
 from momentdiff_jax import checkpointing
 from momentdiff_jax import video_sources
@@ -27,6 +32,23 @@ def init_params(model: MomentDiff, config, rng, video_dim: int, text_dim: int):
       jnp.ones((1, lt)), jnp.full((1, n, 2), 0.5), jnp.zeros((1,), jnp.int32))
 
 
+def with_dataset(config, dataset) -> ml_collections.ConfigDict:
+  """A copy of `config` with what the opened dataset fixes, as `config.json` stores it:
+  feature dims, the resolved `data.dir` and the seconds per clip."""
+  info = dataset.info
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.video_dim = int(info['video_dim'])
+  config.text_dim = int(info['text_dim'])
+  config.data.dir = dataset.data_dir
+  # Seconds per clip, for Predictor on raw features (None for pooled C3D features).
+  config.data.clip_len = info.get('clip_len')
+  # The order of the video feature sources these weights will expect.
+  video_sources.record(config, info)
+  # The backbones behind the features, for Predictor.predict_video on raw videos.
+  config.data.backbones = info.get('backbones')
+  return config
+
+
 def eval_rng(seed: int) -> jax.Array:
   """The sampling RNG of every evaluation of a run (periodic, final, evaluate.py)."""
   return jax.random.fold_in(jax.random.PRNGKey(seed), 2)
@@ -38,13 +60,14 @@ def placed(tree, sharding):
                       tree)
 
 
-def restore_model(workdir: str, checkpoint: str = 'best', sharding=None):
+def restore_model(workdir: str, checkpoint: str = 'best', sharding=None, config=None):
   """A workdir's (config, model, params, step, which checkpoint was used).
 
   Params are restored onto `sharding` when given (e.g. replicated over a mesh), else
-  as orbax places them by default.
+  as orbax places them by default. `config` (default: the workdir's config.json) may
+  carry evaluation overrides (`apply_overrides`).
   """
-  config = checkpointing.load_config(workdir)
+  config = checkpointing.load_config(workdir) if config is None else config
   model = create_model(config, config.video_dim, config.text_dim)
   abstract = {'params': abstract_params(config.model, config.video_dim, config.text_dim)}
   if sharding is not None:
@@ -74,3 +97,133 @@ def init_from(source_workdir: str, config, info: dict, params, sharding=None, lo
   src = video_sources.align_to_dataset(src_config, src, info, log=log)
   log(f'Initialized from {source_workdir} ({used} checkpoint, step {step}).')
   return src
+
+
+class ConfigMismatch(ValueError):
+  """A config that does not fit the workdir it is run on (the message lists the keys)."""
+
+
+# Keys that may change when a run resumes: they change neither the parameters, the data
+# nor the update, only how long it runs and how often it logs, evaluates and saves.
+RESUME_SAFE = ('num_epochs', 'num_train_steps', 'eval_every_steps', 'log_every_steps',
+               'checkpoint_every_steps', 'max_checkpoints_to_keep', 'tensorboard',
+               'eval_batch_size', 'nms_threshold', 'max_pred_windows',
+               'diffusion.sampling_steps', 'diffusion.eta', 'data.worker_count',
+               'data.prefetch')
+# Keys that fix the parameters' shapes or what the trained parameters compute:
+# evaluate.py refuses to override them.
+MODEL_KEYS = ('model.', 'video_dim', 'text_dim', 'diffusion.num_spans',
+              'diffusion.timesteps', 'diffusion.schedule', 'diffusion.cosine_s',
+              'diffusion.scale', 'diffusion.placeholder_std', 'diffusion.min_width',
+              'data.use_tef', 'data.normalize_video', 'data.normalize_text',
+              'video_sources', 'video_source_dims')
+
+
+def flatten(config) -> Dict[str, Any]:
+  """ConfigDict or nested dict -> {'model.hidden_dim': 64, ...}, JSON-normalized (tuples
+  as lists), so that a config compares equal to its own config.json."""
+  tree = json.loads(config.to_json_best_effort()) if hasattr(config, 'to_json_best_effort') \
+      else json.loads(json.dumps(config))
+  out = {}
+
+  def walk(prefix, node):
+    for k, v in node.items():
+      if isinstance(v, dict):
+        walk(f'{prefix}{k}.', v)
+      else:
+        out[f'{prefix}{k}'] = v
+  walk('', tree)
+  return out
+
+
+def _is(key: str, patterns: Sequence[str]) -> bool:
+  return any(key == p or (p.endswith('.') and key.startswith(p)) for p in patterns)
+
+
+def _fmt(diffs: List[Tuple[str, Any, Any]], old: str, new: str) -> str:
+  return '\n'.join(f'  {k}: {old} {json.dumps(a)}, {new} {json.dumps(b)}' for k, a, b in diffs)
+
+
+def check_resume(workdir: str, config) -> List[str]:
+  """Compares `config` (dims and data.dir resolved) with `workdir/config.json`.
+
+  Raises ConfigMismatch listing every key outside RESUME_SAFE whose value differs (both
+  values given). Returns lines describing the resume-safe changes, and keys only one
+  side has (configs written by another version of the code), for the log. No
+  config.json: a fresh workdir, nothing to compare.
+  """
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    return []
+  stored, now = flatten(checkpointing.load_config(workdir)), flatten(config)
+  changed = [(k, stored[k], now[k]) for k in sorted(set(stored) & set(now))
+             if stored[k] != now[k]]
+  bad = [d for d in changed if not _is(d[0], RESUME_SAFE)]
+  if bad:
+    raise ConfigMismatch(
+        f'{workdir} was trained with another config ({path}); these keys change the '
+        f'parameters, the data or the update, so the run cannot resume:\n'
+        f'{_fmt(bad, "workdir", "now")}\n'
+        'Pass the workdir\'s values, or train into a new --workdir.')
+  notes = [f'{k}: {json.dumps(a)} -> {json.dumps(b)}' for k, a, b in changed]
+  notes += [f'{k}: not in {path}, now {json.dumps(now[k])}'
+            for k in sorted(set(now) - set(stored))]
+  notes += [f'{k}: {json.dumps(stored[k])} in {path}, not in this config'
+            for k in sorted(set(stored) - set(now))]
+  return notes
+
+
+def parse_overrides(items: Sequence[str]) -> Dict[str, str]:
+  """['data.dir=/x', 'eval_batch_size=16'] -> {'data.dir': '/x', ...} (values as text)."""
+  out = {}
+  for item in items:
+    key, sep, value = item.partition('=')
+    if not sep or not key:
+      raise ConfigMismatch(f'override {item!r} is not KEY=VALUE (e.g. eval_batch_size=16)')
+    out[key.strip()] = value
+  return out
+
+
+def apply_overrides(config, overrides: Dict[str, str]):
+  """A copy of a workdir's `config` with `overrides` (text values, typed like the
+  workdir's). Keys that change the parameters (MODEL_KEYS) and unknown keys raise
+  ConfigMismatch naming them. A changed `data.dir` is checked by `check_data_dims`."""
+  flat = flatten(config)
+  bad = [k for k in overrides if _is(k, MODEL_KEYS)]
+  unknown = [k for k in overrides if k not in flat]
+  if bad or unknown:
+    parts = []
+    if bad:
+      parts.append('these keys fix the trained parameters and cannot change at evaluation: '
+                   + ', '.join(f'{k} (workdir {json.dumps(flat.get(k))}, asked '
+                               f'{overrides[k]})' for k in bad))
+    if unknown:
+      parts.append('unknown keys: ' + ', '.join(unknown))
+    raise ConfigMismatch('; '.join(parts))
+  out = ml_collections.ConfigDict(config.to_dict())
+  for key, text in overrides.items():
+    try:
+      value = json.loads(text)
+    except ValueError:
+      value = text                      # a bare string: data.dir=/x
+    *parents, leaf = key.split('.')
+    node = out
+    for p in parents:
+      node = node[p]
+    try:
+      node[leaf] = value
+    except TypeError:
+      raise ConfigMismatch(f'override {key}={text}: the workdir\'s value is '
+                           f'{json.dumps(flat[key])}, of another type') from None
+  return out
+
+
+def check_data_dims(config, info: Dict[str, Any], data_dir: str) -> None:
+  """Raises ConfigMismatch when a dataset's feature dims differ from the workdir's."""
+  diffs = [(k, config[k], int(info[k])) for k in ('video_dim', 'text_dim')
+           if int(info[k]) != int(config[k])]
+  if diffs:
+    raise ConfigMismatch(
+        f'the dataset {data_dir} does not fit the trained model:\n'
+        f'{_fmt(diffs, "workdir", "dataset")}\n'
+        'Use a dataset built from the same feature types as the training data.')
