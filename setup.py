@@ -14,8 +14,7 @@ setup(
         'numpy>=1.26',
         'scipy>=1.11',
         'ml-collections>=1.0.0',
-        'tensorflow-datasets>=4.9.7',
-        'array-record>=0.7.1',
+        'ml-dtypes>=0.4.0',
         'grain>=0.2.10',
         'absl-py>=2.0',
         'filelock>=3.0',   # JAX's lock on the shared persistent compilation cache

@@ -1,4 +1,4 @@
-r"""Builds a momentdiff_jax dataset (TFDS array_record) from Moment-DETR-layout files.
+r"""Builds a momentdiff_jax dataset (video-keyed store) from Moment-DETR-layout files.
 
   python data_prep/build_dataset.py --train=TRAIN.jsonl [--val=VAL.jsonl] \
       --test=TEST.jsonl --video_features=DIR[,DIR...] --text_features=DIR \
@@ -11,7 +11,9 @@ features: `<dir>/qid<qid>.npz` key `last_hidden_state` (or --text_key=pooler_out
 Without --val, --val_fraction of the training *videos* (seeded) become `val`.
 Windows past [0, duration] by <= --window_tolerance seconds are clipped and counted;
 beyond it the build fails (or, with --on_bad_window=drop, drops them, counted).
-On any error nothing is left under --output.
+Each video's features are stored once, whatever the number of queries sharing it;
+--feature_dtype=float16|bfloat16 halves the bytes. On any error nothing is left
+under --output.
 """
 import argparse
 import os
@@ -48,6 +50,9 @@ def parse_args(argv=None):
   p.add_argument('--window_tolerance', type=float, default=2.0,
                  help='seconds a window may pass [0, duration] and still be clipped')
   p.add_argument('--on_bad_window', default='error', choices=['error', 'drop'])
+  p.add_argument('--feature_dtype', default='float32',
+                 choices=['float32', 'float16', 'bfloat16'],
+                 help='stored feature dtype (16-bit: half the bytes; read as float32)')
   p.add_argument('--max_rows', type=int, default=0,
                  help='> 0: only the first rows of each file (quick tries)')
   p.add_argument('--overwrite', action='store_true', help='replace --output')
@@ -67,7 +72,7 @@ def main(argv=None):
         val_fraction=args.val_fraction, seed=args.seed, text_key=args.text_key,
         pool_clips=args.pool_clips, normalize_video=not args.no_normalize_video,
         tolerance=args.window_tolerance, on_bad_window=args.on_bad_window,
-        max_rows=args.max_rows, overwrite=args.overwrite,
+        feature_dtype=args.feature_dtype, max_rows=args.max_rows, overwrite=args.overwrite,
         progress=not args.no_progress)
   except (DataError, FileExistsError) as e:
     print(f'build_dataset: error: {e}', file=sys.stderr)

@@ -41,14 +41,15 @@ def write_splits(root: str, rows, splits=('train', 'val', 'test')):
 
 
 def make_features(root: str, jsonl_paths, clip_len: float, seed: int = 0,
-                  npy: bool = False, extra_clip: bool = True):
+                  npy: bool = False, extra_clip: bool = True, dims=DIMS,
+                  text_dim: int = TEXT_DIM):
   """Writes random features for every vid/qid of the files under `root`.
 
   Video type 0 gets one clip more than type 1 (`extra_clip`), as real releases do,
   so the reader's cut-to-shortest is exercised. Returns (video_dirs, text_dir).
   """
   rng = np.random.default_rng(seed)
-  vdirs = [os.path.join(root, f'video{k}') for k in range(len(DIMS))]
+  vdirs = [os.path.join(root, f'video{k}') for k in range(len(dims))]
   tdir = os.path.join(root, 'text')
   for d in vdirs + [tdir]:
     os.makedirs(d, exist_ok=True)
@@ -60,7 +61,7 @@ def make_features(root: str, jsonl_paths, clip_len: float, seed: int = 0,
       if r['vid'] not in done:
         done.add(r['vid'])
         n = int(np.ceil(float(r['duration']) / clip_len - 1e-6))
-        for k, (d, dim) in enumerate(zip(vdirs, DIMS)):
+        for k, (d, dim) in enumerate(zip(vdirs, dims)):
           x = rng.normal(size=(n + (1 if extra_clip and k == 0 else 0), dim))
           if npy:
             np.save(os.path.join(d, f'{r["vid"]}.npy'), x.astype(np.float32))
@@ -68,8 +69,8 @@ def make_features(root: str, jsonl_paths, clip_len: float, seed: int = 0,
             np.savez(os.path.join(d, f'{r["vid"]}.npz'), features=x.astype(np.float32))
       n_tok = int(rng.integers(3, 12))
       np.savez(os.path.join(tdir, f'qid{r["qid"]}.npz'),
-               last_hidden_state=rng.normal(size=(n_tok, TEXT_DIM)).astype(np.float32),
-               pooler_output=rng.normal(size=(TEXT_DIM,)).astype(np.float32))
+               last_hidden_state=rng.normal(size=(n_tok, text_dim)).astype(np.float32),
+               pooler_output=rng.normal(size=(text_dim,)).astype(np.float32))
   return vdirs, tdir
 
 

@@ -163,3 +163,23 @@ def test_saliency_sampling_reproducible_and_valid(data_dir):
   assert np.all(b1['saliency_labels'][rows, b1['saliency_pos_idx']] == 1)
   assert np.all(b1['saliency_labels'][rows, b1['saliency_neg_idx']] == 0)
   assert np.all(b1['saliency_neg_idx'] < b1['num_clips'][:, None])
+
+
+def test_worker_processes_give_same_batches(data_dir):
+  """grain worker processes (data.worker_count) yield the in-process batches, across
+  an epoch end, and resume from a state like the in-process iterator."""
+  ref = TrainIterator(_config(), data_dir, prefetch=0, worker_count=0)
+  spe = ref.steps_per_epoch
+  want = [next(ref) for _ in range(spe + 3)]
+  it = TrainIterator(_config(), data_dir, prefetch=2, worker_count=2)
+  try:
+    _assert_same(want[:spe - 2], [next(it) for _ in range(spe - 2)])
+    state = it.get_state()
+  finally:
+    it.close()
+  resumed = TrainIterator(_config(), data_dir, prefetch=1, worker_count=1)
+  try:
+    resumed.set_state(state)
+    _assert_same(want[spe - 2:], [next(resumed) for _ in range(5)])
+  finally:
+    resumed.close()

@@ -29,7 +29,7 @@ def builtin(tmp_path_factory):
 
 def test_cached_and_described(builtin):
   config, path = builtin
-  assert path == synthetic.cache_dir() and path.endswith(synthetic.VERSION)
+  assert path == synthetic.cache_dir() and path.endswith(synthetic.CACHE_NAME)
   mtime = os.path.getmtime(os.path.join(path, 'metadata.json'))
   assert synthetic.ensure_synthetic() == path          # second use: no regeneration
   assert os.path.getmtime(os.path.join(path, 'metadata.json')) == mtime

@@ -1,4 +1,4 @@
-"""Input pipeline: feature files -> TFDS array_record dataset -> static-shape batches.
+"""Input pipeline: feature files -> video-keyed store (.npy) -> static-shape batches.
 
 Public API for the training loop:
   resolve_data_dir(config) -> str

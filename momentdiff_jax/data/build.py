@@ -4,7 +4,8 @@ The logic behind `data_prep/build_dataset.py`. All cheap checks (jsonl syntax,
 fields, windows, presence of every feature file) run before any feature is read;
 reading checks dims, NaN/Inf, empty queries and duration vs clip count. Output goes
 through `store.DatasetWriter` (temp dir + rename), so a failed build leaves nothing
-under `output`.
+under `output`. Memory is flat in the number of queries: rows stream from the files
+twice (check, then write) and each video is read and stored once.
 """
 import collections
 import os
@@ -12,6 +13,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from momentdiff_jax.data import checks
 from momentdiff_jax.data import sources
 from momentdiff_jax.data import store
 from momentdiff_jax.data.sources import DataError
@@ -20,20 +22,37 @@ from momentdiff_jax.features import records
 
 def split_train_videos(rows: List[dict], fraction: float, seed: int):
   """Moves a fixed share of the training *videos* (not queries) to val."""
-  vids = sorted({r['vid'] for r in rows})
-  rng = np.random.default_rng(seed)
-  n_val = max(1, int(round(fraction * len(vids)))) if len(vids) > 1 else 0
-  val_vids = set(np.asarray(vids, dtype=object)[rng.permutation(len(vids))[:n_val]])
+  val_vids = pick_val_videos({r['vid'] for r in rows}, fraction, seed)
   return ([r for r in rows if r['vid'] not in val_vids],
           [r for r in rows if r['vid'] in val_vids])
 
 
-def _stats(x) -> Dict[str, float]:
-  x = np.asarray(x, np.float64)
-  if x.size == 0:
-    return {}
-  return {'min': round(float(x.min()), 3), 'mean': round(float(x.mean()), 3),
-          'max': round(float(x.max()), 3)}
+def pick_val_videos(vids, fraction: float, seed: int) -> set:
+  """The seeded share of training videos that becomes val."""
+  vids = sorted(vids)
+  rng = np.random.default_rng(seed)
+  n_val = max(1, int(round(fraction * len(vids)))) if len(vids) > 1 else 0
+  return set(np.asarray(vids, dtype=object)[rng.permutation(len(vids))[:n_val]])
+
+
+class _Stats:
+  """Running min / mean / max (the build keeps no per-query lists)."""
+
+  def __init__(self):
+    self.n, self.total, self.lo, self.hi = 0, 0.0, np.inf, -np.inf
+
+  def add(self, x):
+    x = np.asarray(x, np.float64).ravel()
+    if x.size:
+      self.n += x.size
+      self.total += float(x.sum())
+      self.lo, self.hi = min(self.lo, float(x.min())), max(self.hi, float(x.max()))
+
+  def summary(self) -> Dict[str, float]:
+    if not self.n:
+      return {}
+    return {'min': round(self.lo, 3), 'mean': round(self.total / self.n, 3),
+            'max': round(self.hi, 3)}
 
 
 def build_dataset(*, train: str, test: str, video_dirs: Sequence[str],
@@ -42,106 +61,91 @@ def build_dataset(*, train: str, test: str, video_dirs: Sequence[str],
                   seed: int = 0, text_key: str = 'last_hidden_state',
                   pool_clips: int = 0, normalize_video: bool = True,
                   tolerance: float = 2.0, on_bad_window: str = 'error',
+                  feature_dtype: str = 'float32',
                   max_rows: int = 0, overwrite: bool = False,
                   progress: bool = True,
                   log: Callable[[str], None] = print) -> dict:
   """Builds the dataset at `output`; returns the summary dict (also logged).
 
+  Two streaming passes over the annotation files: the first checks every row and
+  the presence of every feature file (no feature is read), the second reads each
+  video once (on its first query), stores it, and appends each query's record. RAM
+  holds O(videos) bookkeeping and 16 bytes per query, never features of more than
+  one video and one query.
+
   Args:
     clip_len: seconds per clip (ignored for targets when `pool_clips` > 0: then
       every video has `pool_clips` clips spanning its duration).
     pool_clips: > 0 average-pools each feature type to that many clips (C3D).
+    feature_dtype: float32 | float16 | bfloat16, the stored features' dtype.
     max_rows: > 0 keeps only the first rows of every file (quick builds, tests).
   """
+  if feature_dtype not in store.FEATURE_DTYPES:
+    raise ValueError(f'feature_dtype must be one of {store.FEATURE_DTYPES}, got '
+                     f'{feature_dtype!r}')
   stats = collections.Counter()
   files = {'train': train, 'val': val, 'test': test}
-  splits: Dict[str, List[dict]] = {}
+  indexes = []
   for split, path in files.items():
     if path is None:
       continue
-    rows = sources.read_jsonl(path)
-    if max_rows > 0:
-      rows = rows[:max_rows]
-    for r in rows:
-      r['_file'] = path
     counts = {}
-    splits[split] = sources.validate_rows(
-        rows, path, require_windows=(split == 'train'), tolerance=tolerance,
-        on_bad_window=on_bad_window, stats=counts)
+    check_kw = dict(require_windows=(split == 'train'), tolerance=tolerance,
+                    on_bad_window=on_bad_window)
+    indexes.append(checks.check_file(path, split, max_rows, check_kw, text_dir, counts))
     stats.update({f'{split}_{k}': v for k, v in counts.items() if v})
+  vids = {ix.split: set(ix.vid_queries) for ix in indexes}
+  val_vids = set()
   if val is None:
-    splits['train'], splits['val'] = split_train_videos(
-        splits['train'], val_fraction, seed)
-    log(f'No --val given: {len({r["vid"] for r in splits["val"]})} of the training '
-        f'videos ({val_fraction:.0%}, seed {seed}) and their {len(splits["val"])} '
-        'queries form the val split.')
+    val_vids = pick_val_videos(vids['train'], val_fraction, seed)
+    vids['train'], vids['val'] = vids['train'] - val_vids, val_vids
+    n_val = sum(indexes[0].vid_queries[v] for v in val_vids)
+    log(f'No --val given: {len(val_vids)} of the training videos ({val_fraction:.0%}, '
+        f'seed {seed}) and their {n_val} queries form the val split.')
   for split in ('train', 'val', 'test'):
-    if not splits.get(split):
+    if not vids.get(split):
       raise DataError(f'split {split!r} has no rows after validation')
-  sources.check_splits_disjoint(splits)
-  for split in ('train', 'val', 'test'):
-    dups = sources.duplicate_rows(splits[split])
-    if dups:
-      stats[f'{split}_duplicate_rows'] = len(dups)
-      log(f'Note: {len(dups)} {split} rows repeat an earlier row but for the qid (same vid, '
-          'query, duration, windows); kept as in the source. First: ' +
-          ', '.join(f'qid {r["qid"]} = qid {e["qid"]} ({r["_file"]}:{r["_line"]})'
-                    for r, e in dups[:5]))
 
+  def split_of(index, row):
+    return 'val' if index.split == 'train' and row['vid'] in val_vids else index.split
+  checks.check_splits_disjoint(indexes, max_rows, split_of)
+  for index in indexes:
+    checks.note_duplicate_rows(index, max_rows, split_of, stats, log)
   # Presence of every file before reading any (one error listing them all).
-  all_vids = sorted({r['vid'] for rows in splits.values() for r in rows})
+  all_vids = sorted(set().union(*vids.values()))
   sources.check_video_files(all_vids, video_dirs)
-  missing_q = [(r['qid'], r['_file'], r['_line']) for rows in splits.values()
-               for r in rows
-               if not os.path.exists(os.path.join(text_dir, f'qid{r["qid"]}.npz'))]
-  if missing_q:
-    head = '; '.join(f'qid {q} ({f}:{l})' for q, f, l in missing_q[:10])
-    raise DataError(f'missing text feature files {text_dir}/qid<qid>.npz for '
-                    f'{len(missing_q)} queries: {head}')
+  del indexes
 
   video_reader = sources.VideoReader(video_dirs, normalize_video, pool_clips)
   text_reader = sources.TextReader(text_dir, text_key)
-  first = splits['train'][0]
-  writer = store.DatasetWriter(output, video_dim=video_reader(first['vid']).shape[1],
-                               text_dim=text_reader(first['qid']).shape[1],
-                               overwrite=overwrite)
-  lengths = collections.defaultdict(list)
+  writer = store.DatasetWriter(output, feature_dtype=feature_dtype, overwrite=overwrite)
+  lengths = collections.defaultdict(_Stats)
+  counts = collections.Counter()
+  split_vids = collections.defaultdict(set)
+  bar = None
   with writer:
-    n_videos = sum(len({r['vid'] for r in rows}) for rows in splits.values())
-    bar = None
     if progress:
       from tqdm import tqdm
-      bar = tqdm(total=n_videos, desc='videos', unit='video')
-    for split in ('train', 'val', 'test'):
-      by_vid = collections.OrderedDict()
-      for r in splits[split]:
-        by_vid.setdefault(r['vid'], []).append(r)
-      for vid, rows in by_vid.items():
-        video = video_reader(vid)
-        n = video.shape[0]
-        for r in rows:
-          if pool_clips:
-            time_scale = float(r['duration'])
-          else:
-            sources.check_duration(r, n, clip_len,
-                                   f'{r["_file"]}:{r["_line"]} / {video_dirs}')
-            time_scale = n * clip_len
-          query = text_reader(r['qid'])
-          writer.add(split, {'video': video, 'query': query, 'windows': r['windows'],
-                             'duration': float(r['duration']),
-                             'time_scale': time_scale, 'row': r})
-          lengths[f'{split}_tokens'].append(query.shape[0])
-          lengths[f'{split}_window_s'].extend(r['windows'][:, 1] - r['windows'][:, 0])
-        lengths[f'{split}_clips'].append(n)
-        if bar is not None:
-          bar.update(1)
+      bar = tqdm(total=len(all_vids), desc='videos', unit='video')
+    for file_split, path in files.items():
+      if path is None:
+        continue
+      check_kw = dict(require_windows=(file_split == 'train'), tolerance=tolerance,
+                      on_bad_window=on_bad_window)
+      for r in checks.iter_rows(path, max_rows):
+        if not sources.validate_row(r, path, stats={}, **check_kw):
+          continue
+        split = 'val' if file_split == 'train' and r['vid'] in val_vids else file_split
+        r['_file'] = path
+        _add_query(writer, split, r, video_reader, text_reader, clip_len, pool_clips,
+                   video_dirs, text_dir, lengths, split_vids, bar)
+        counts[split] += 1
     if bar is not None:
       bar.close()
     summary = {
-        'counts': {s: len(splits[s]) for s in ('train', 'val', 'test')},
-        'videos': {s: len({r['vid'] for r in splits[s]})
-                   for s in ('train', 'val', 'test')},
-        'length_stats': {k: _stats(v) for k, v in sorted(lengths.items())},
+        'counts': {s: counts[s] for s in ('train', 'val', 'test')},
+        'videos': {s: len(split_vids[s]) for s in ('train', 'val', 'test')},
+        'length_stats': {k: v.summary() for k, v in sorted(lengths.items())},
         'checks': dict(stats),
     }
     metadata = {
@@ -161,7 +165,8 @@ def build_dataset(*, train: str, test: str, video_dirs: Sequence[str],
                       'text': records.read_record(text_dir)},
     }
     writer.commit(metadata)
-  log(f'Wrote {output}')
+  log(f'Wrote {output} ({writer.num_videos} videos stored once, features as '
+      f'{feature_dtype})')
   for s in ('train', 'val', 'test'):
     log(f'  {s:5s}: {summary["counts"][s]} queries, {summary["videos"][s]} videos')
   for k, v in summary['length_stats'].items():
@@ -171,3 +176,28 @@ def build_dataset(*, train: str, test: str, video_dirs: Sequence[str],
   if stats:
     log(f'  window/row checks: {dict(stats)}')
   return summary
+
+
+def _add_query(writer, split, r, video_reader, text_reader, clip_len, pool_clips,
+               video_dirs, text_dir, lengths, split_vids, bar):
+  """Stores r's video if it is new, then appends r's query record to `split`."""
+  vid = r['vid']
+  if not writer.has_video(vid):
+    writer.add_video(vid, video_reader(vid), what=f'vid {vid!r} ({video_dirs})')
+    if bar is not None:
+      bar.update(1)
+  v = writer.video_index(vid)
+  n = writer.num_clips(v)
+  if vid not in split_vids[split]:
+    split_vids[split].add(vid)
+    lengths[f'{split}_clips'].add(n)
+  if pool_clips:
+    time_scale = float(r['duration'])
+  else:
+    sources.check_duration(r, n, clip_len, f'{r["_file"]}:{r["_line"]} / {video_dirs}')
+    time_scale = n * clip_len
+  query = text_reader(r['qid'])
+  writer.add_query(split, v, query, r['windows'], float(r['duration']), time_scale, r,
+                   what=os.path.join(text_dir, f'qid{r["qid"]}.npz'))
+  lengths[f'{split}_tokens'].add(query.shape[0])
+  lengths[f'{split}_window_s'].add(r['windows'][:, 1] - r['windows'][:, 0])

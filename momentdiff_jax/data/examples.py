@@ -9,11 +9,11 @@ clips; windows are clipped to the kept part, windows that start after it are
 dropped (training examples left with none are skipped by the planner, see
 `pipeline.py`), and normalized spans refer to the kept part.
 """
-from typing import Dict, List, Optional
+from typing import Dict
 
 import numpy as np
 
-from momentdiff_jax.data.sources import l2_normalize
+from momentdiff_jax.data.store import decode_into
 
 # Keys of a batch and their dtypes (docs/DESIGN.md, "Batch").
 BATCH_KEYS = ('video_feat', 'video_mask', 'query_feat', 'query_mask', 'span_targets',
@@ -44,15 +44,15 @@ def sample_saliency_pairs(st: int, ed: int, num_clips: int, n: int, rng):
   As the release: distinct samples when the pool allows; a one-clip window repeats
   its clip; with fewer than n negatives the release uses index 0, we repeat the
   pool instead (index 0 may lie inside the window) and use 0 only when it is empty.
+  Draws positions in the pools (`rng.choice(len)`, the same draws as choosing from
+  the pool arrays) and maps them to clips, without building the pools.
   """
-  pos_pool = np.arange(st, ed + 1)
-  pos = (rng.choice(pos_pool, n, replace=False) if len(pos_pool) >= n
-         else rng.choice(pos_pool, n, replace=True))
-  neg_pool = np.concatenate([np.arange(0, st), np.arange(ed + 1, num_clips)])
-  if len(neg_pool) >= n:
-    neg = rng.choice(neg_pool, n, replace=False)
-  elif len(neg_pool):
-    neg = rng.choice(neg_pool, n, replace=True)
+  n_pos = ed + 1 - st
+  pos = st + rng.choice(n_pos, n, replace=n_pos < n)
+  n_neg = num_clips - n_pos
+  if n_neg:
+    neg = rng.choice(n_neg, n, replace=n_neg < n)
+    neg = np.where(neg < st, neg, neg + n_pos)   # skip over the window
   else:
     neg = np.zeros(n, np.int64)
   return pos.astype(np.int32), neg.astype(np.int32)
@@ -65,35 +65,29 @@ def append_tef(video: np.ndarray) -> np.ndarray:
   return np.concatenate([video, np.stack([st, st + 1.0 / n], 1)], 1)
 
 
-def process_example(ex: dict, data_cfg, rng: np.random.Generator,
-                    train: bool) -> Dict[str, np.ndarray]:
-  """Stored example -> unpadded arrays.
+def targets(windows: np.ndarray, n_stored: int, time_scale: float, data_cfg,
+            rng: np.random.Generator, train: bool):
+  """Targets of one example from its GT windows (seconds) and stored clip count.
 
-  Returns video_feat (L, Dv[+2]), query_feat (Lq, Dt), span_targets (W, 2) (cx, w)
-  with W <= max_windows, saliency_labels (L,), saliency_pos_idx / neg_idx (n,),
-  duration, num_clips, index, span_seconds (seconds that span 1.0 stands for).
+  windows: float32 (W, 2). Returns (n, spans, labels, pos, neg, span_s): kept
+  clips n, span_targets (W, 2)
+  (cx, w) with W <= max_windows, saliency_labels (n,), saliency_pos_idx / neg_idx
+  (k,), and span_s, the seconds that span 1.0 stands for.
   """
-  video = np.asarray(ex['video'], np.float32)
-  n_stored = video.shape[0]
-  n = int(kept_clips(n_stored, data_cfg.max_v_l))
-  clip_len = float(ex['time_scale']) / n_stored
+  max_v_l = data_cfg.max_v_l
+  n = min(n_stored, max_v_l) if max_v_l > 0 else n_stored
+  clip_len = float(time_scale) / n_stored
   span_s = n * clip_len
-  video = video[:n]
-  if data_cfg.use_tef:
-    video = append_tef(video)
-  query = np.asarray(ex['query'], np.float32)[:data_cfg.max_q_l]
-  if data_cfg.normalize_text:
-    query = l2_normalize(query)
-
-  windows = np.asarray(ex['windows'], np.float32).reshape(-1, 2)
   windows = windows[windows[:, 0] < span_s]      # drop windows cut by max_v_l
   first = windows[0] if len(windows) else None   # saliency uses the first window
   m = data_cfg.max_windows
   if len(windows) > m:
     # The release shuffles and keeps max_windows; deterministic at eval.
     windows = windows[np.sort(rng.permutation(len(windows))[:m])] if train else windows[:m]
-  se = np.clip(windows / span_s, 0.0, 1.0)
-  spans = np.stack([(se[:, 0] + se[:, 1]) / 2, se[:, 1] - se[:, 0]], 1)
+  se = np.minimum(np.maximum(windows / span_s, 0.0), 1.0)
+  spans = np.empty(se.shape, np.float32)
+  spans[:, 0] = (se[:, 0] + se[:, 1]) / 2
+  spans[:, 1] = se[:, 1] - se[:, 0]
 
   k = data_cfg.num_saliency_pairs
   labels = np.zeros(n, np.float32)
@@ -103,26 +97,24 @@ def process_example(ex: dict, data_cfg, rng: np.random.Generator,
     pos, neg = sample_saliency_pairs(st, ed, n, k, rng)
   else:   # unlabelled rows (e.g. a test release without windows)
     pos, neg = np.zeros(k, np.int32), np.zeros(k, np.int32)
-  return {'video_feat': video, 'query_feat': query,
-          'span_targets': spans.astype(np.float32), 'saliency_labels': labels,
-          'saliency_pos_idx': pos, 'saliency_neg_idx': neg,
-          'duration': np.float32(ex['duration']), 'num_clips': n,
-          'span_seconds': np.float32(span_s),
-          'index': int(ex['index'])}
+  return n, spans, labels, pos, neg, span_s
 
 
-def collate(items: List[dict], length: int, data_cfg,
-            example_mask: Optional[List[float]] = None,
-            indices: Optional[List[int]] = None) -> Dict[str, np.ndarray]:
-  """Pads processed examples to (B, length) clips, max_q_l tokens, max_windows."""
-  b = len(items)
-  dv = items[0]['video_feat'].shape[1]
-  dt = items[0]['query_feat'].shape[1]
+def plan_batch(reader, indices, length: int, data_cfg, rngs, train: bool,
+               example_mask=None, out_indices=None) -> Dict[str, np.ndarray]:
+  """Everything of a batch but its features, from the split's records (small).
+
+  Returns the BATCH_KEYS arrays except video_feat / query_feat, plus where to
+  gather those from: `_video_start` (B,) row of each video in the store's
+  videos array, `_text_start` (B,) row of each query in the split's text array
+  (clip and token counts are num_clips and query_mask). `rngs[j]` draws example
+  j's window subset and saliency pairs. This is the per-example Python work that
+  grain worker processes do; `gather_features` is the bulk copy.
+  """
+  b = len(indices)
   lq, m, k = data_cfg.max_q_l, data_cfg.max_windows, data_cfg.num_saliency_pairs
   out = {
-      'video_feat': np.zeros((b, length, dv), np.float32),
       'video_mask': np.zeros((b, length), np.float32),
-      'query_feat': np.zeros((b, lq, dt), np.float32),
       'query_mask': np.zeros((b, lq), np.float32),
       'span_targets': np.zeros((b, m, 2), np.float32),
       'span_mask': np.zeros((b, m), np.float32),
@@ -132,29 +124,81 @@ def collate(items: List[dict], length: int, data_cfg,
       'duration': np.zeros((b,), np.float32),
       'num_clips': np.zeros((b,), np.int32),
       'example_mask': np.ones((b,), np.float32),
-      'index': np.zeros((b,), np.int32),
+      'index': np.asarray(indices, np.int32),
       # Seconds that normalized span 1.0 stands for (kept clips x clip_len):
       # predictions in seconds = normalized spans * span_seconds (clip to duration).
       'span_seconds': np.zeros((b,), np.float32),
+      '_video_start': np.zeros((b,), np.int64),
+      '_text_start': np.zeros((b,), np.int64),
   }
-  for i, it in enumerate(items):
-    n, nq, w = len(it['video_feat']), len(it['query_feat']), len(it['span_targets'])
+  records = reader.records[np.asarray(indices, np.int64)]
+  offsets = reader.video_offsets
+  for j, rec in enumerate(records):
+    n, spans, labels, pos, neg, span_s = targets(
+        reader.windows(rec), int(rec['num_clips']), float(rec['time_scale']),
+        data_cfg, rngs[j], train)
     assert n <= length, (n, length)
-    out['video_feat'][i, :n] = it['video_feat']
-    out['video_mask'][i, :n] = 1.0
-    out['query_feat'][i, :nq] = it['query_feat']
-    out['query_mask'][i, :nq] = 1.0
-    out['span_targets'][i, :w] = it['span_targets']
-    out['span_mask'][i, :w] = 1.0
-    out['saliency_labels'][i, :n] = it['saliency_labels']
-    out['saliency_pos_idx'][i] = it['saliency_pos_idx']
-    out['saliency_neg_idx'][i] = it['saliency_neg_idx']
-    out['duration'][i] = it['duration']
-    out['num_clips'][i] = n
-    out['index'][i] = it['index']
-    out['span_seconds'][i] = it['span_seconds']
+    w = len(spans)
+    out['video_mask'][j, :n] = 1.0
+    out['query_mask'][j, :min(int(rec['text_len']), lq)] = 1.0
+    out['span_targets'][j, :w] = spans
+    out['span_mask'][j, :w] = 1.0
+    out['saliency_labels'][j, :n] = labels
+    out['saliency_pos_idx'][j] = pos
+    out['saliency_neg_idx'][j] = neg
+    out['num_clips'][j] = n
+    out['span_seconds'][j] = span_s
+  out['duration'][:] = records['duration']
+  out['_video_start'][:] = offsets[records['video']]
+  out['_text_start'][:] = records['text_start']
   if example_mask is not None:
     out['example_mask'][:] = example_mask
-  if indices is not None:
-    out['index'][:] = indices
+  if out_indices is not None:
+    out['index'][:] = out_indices
   return out
+
+
+def gather_features(reader, part: Dict[str, np.ndarray], data_cfg) -> Dict[str, np.ndarray]:
+  """`plan_batch` output -> the full batch: video_feat (B, L, Dv[+2]), query_feat
+  (B, max_q_l, Dt).
+
+  Stored features are widened to float32 straight into the batch (one copy of
+  each clip); tokens are L2-normalized (`normalize_text`); TEF columns
+  [i/n, (i+1)/n] are appended on the real clips, as `append_tef` does.
+  """
+  batch = {k: v for k, v in part.items() if not k.startswith('_')}
+  b, length = batch['video_mask'].shape
+  lq = batch['query_mask'].shape[1]
+  dv, dt = reader.video_dim, reader.text_dim
+  tef = 2 if data_cfg.use_tef else 0
+  # np.empty + zeroing only the padding: the batch's bytes are written once.
+  video = np.empty((b, length, dv + tef), np.float32)
+  query = np.empty((b, lq, dt), np.float32)
+  videos, texts = reader.videos, reader.texts
+  clips = batch['num_clips']
+  tokens = batch['query_mask'].sum(1).astype(np.int64)
+  for j in range(b):
+    s, n = int(part['_video_start'][j]), int(clips[j])
+    decode_into(video[j, :n, :dv], videos[s:s + n], reader.feature_dtype)
+    video[j, n:] = 0.0
+    s, n = int(part['_text_start'][j]), int(tokens[j])
+    decode_into(query[j, :n], texts[s:s + n], reader.feature_dtype)
+    query[j, n:] = 0.0
+  if data_cfg.normalize_text:
+    query /= np.linalg.norm(query, axis=-1, keepdims=True) + 1e-5   # as l2_normalize
+  if tef:
+    n = clips.astype(np.float32)[:, None]
+    st = np.arange(length, dtype=np.float32)[None] / n
+    mask = batch['video_mask']
+    video[:, :, dv] = st * mask
+    video[:, :, dv + 1] = (st + np.float32(1.0) / n) * mask
+  batch['video_feat'], batch['query_feat'] = video, query
+  return batch
+
+
+def load_batch(reader, indices, length: int, data_cfg, rngs, train: bool,
+               example_mask=None, out_indices=None) -> Dict[str, np.ndarray]:
+  """Examples `indices` of a `store.SplitReader` as one padded batch (both stages)."""
+  part = plan_batch(reader, indices, length, data_cfg, rngs, train, example_mask,
+                    out_indices)
+  return gather_features(reader, part, data_cfg)

@@ -21,7 +21,9 @@ State: `{'epoch', 'step_in_epoch'}` (+ seed and batch size, checked on restore):
 a restored iterator yields exactly the batches the uninterrupted one would, since
 per-example sampling uses rng(seed, epoch, index).
 """
-import os
+import itertools
+import threading
+import types
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -69,28 +71,85 @@ def epoch_plan(bucket_ids: np.ndarray, eligible: np.ndarray, batch_size: int,
 
 
 class _Loader:
-  """Reads and collates examples of one split (host-side numpy)."""
+  """Reads and collates examples of one split (host-side numpy) through the store.
+
+  Holds only per-query planning arrays and a `store.SplitReader` (memory-mapped,
+  reopened after pickling), so grain worker processes can receive it.
+  """
 
   def __init__(self, config, data_dir: str, split: str):
-    self.cfg = config.data
+    # A plain namespace: ConfigDict attribute reads cost ~3 us each, per example.
+    self.cfg = types.SimpleNamespace(**config.data.to_dict())
     self.seed = int(config.seed)
-    self.source = store.open_source(data_dir, split)
-    idx = store.load_index(data_dir, split)
-    self.kept = ex_lib.kept_clips(idx['num_clips'], self.cfg.max_v_l)
+    self.reader = store.SplitReader(data_dir, split)
+    rec = self.reader.records
+    num_clips = rec['num_clips'].astype(np.int64)
+    self.kept = ex_lib.kept_clips(num_clips, self.cfg.max_v_l)
     self.buckets = sorted(self.cfg.length_buckets)
     self.bucket_ids = bucket_of(self.kept, self.buckets)
-    clip_len = idx['time_scale'] / np.maximum(idx['num_clips'], 1)
+    clip_len = rec['time_scale'].astype(np.float64) / np.maximum(num_clips, 1)
+    min_start = rec['min_start'].astype(np.float64)
     # Labelled examples with some window inside the kept clips.
-    self.has_target = (idx['min_start'] >= 0) & (idx['min_start'] < self.kept * clip_len)
+    self.has_target = (min_start >= 0) & (min_start < self.kept * clip_len)
+
+  def plan(self, indices: Sequence[int], bucket: int, epoch: int, train: bool,
+           example_mask=None, out_indices=None) -> Dict[str, np.ndarray]:
+    """A batch without its features (`examples.plan_batch`): small, cheap to pass
+    between processes."""
+    rngs = [ex_lib.example_rng(self.seed, epoch, i, train) for i in indices]
+    return ex_lib.plan_batch(self.reader, indices, self.buckets[bucket], self.cfg, rngs,
+                             train, example_mask, out_indices)
+
+  def gather(self, part: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    return ex_lib.gather_features(self.reader, part, self.cfg)
 
   def load(self, indices: Sequence[int], bucket: int, epoch: int, train: bool,
            example_mask=None, out_indices=None) -> Dict[str, np.ndarray]:
-    items = []
-    for i in indices:
-      rng = ex_lib.example_rng(self.seed, epoch, i, train)
-      items.append(ex_lib.process_example(self.source[int(i)], self.cfg, rng, train))
-    return ex_lib.collate(items, self.buckets[bucket], self.cfg, example_mask,
-                          out_indices)
+    return self.gather(self.plan(indices, bucket, epoch, train, example_mask,
+                                 out_indices))
+
+
+class _StepLoader:
+  """global step -> this process's local batch: a pure function of (seed, step).
+
+  `self(step)` is the per-example work without the features (`_Loader.plan`),
+  `self.gather(part)` the feature copy. Picklable (grain worker processes get a
+  copy, without the memory maps); each copy caches epoch plans.
+  """
+
+  def __init__(self, loader: _Loader, eligible: np.ndarray, global_batch: int,
+               local_batch: int, process_index: int, steps_per_epoch: int):
+    self.loader, self.eligible = loader, eligible
+    self.global_batch, self.local_batch = global_batch, local_batch
+    self.process_index, self.steps_per_epoch = process_index, steps_per_epoch
+    self._plans, self._lock = {}, threading.Lock()
+
+  def __getstate__(self):
+    return dict(self.__dict__, _plans={}, _lock=None)
+
+  def __setstate__(self, state):
+    self.__dict__.update(state, _lock=threading.Lock())
+
+  def plan(self, epoch: int) -> List[Tuple[int, np.ndarray]]:
+    with self._lock:   # prefetch threads may cross an epoch end together
+      if epoch not in self._plans:
+        self._plans = {e: p for e, p in self._plans.items() if e >= epoch - 1}
+        self._plans[epoch] = epoch_plan(
+            self.loader.bucket_ids, self.eligible, self.global_batch,
+            self.loader.seed, epoch, len(self.loader.buckets))
+      return self._plans[epoch]
+
+  def __call__(self, step: int) -> Dict[str, np.ndarray]:
+    epoch, k = divmod(int(step), self.steps_per_epoch)
+    bucket, idx = self.plan(epoch)[k]
+    lo = self.process_index * self.local_batch
+    return self.loader.plan(idx[lo:lo + self.local_batch], bucket, epoch, True)
+
+  def gather(self, part: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    return self.loader.gather(part)
+
+  def load(self, step: int) -> Dict[str, np.ndarray]:
+    return self.gather(self(step))
 
 
 class TrainIterator:
@@ -101,11 +160,17 @@ class TrainIterator:
     data_dir: dataset dir; None resolves `config` (synthetic default).
     process_index, process_count: this host and the number of hosts.
     local_batch: examples per step on this host; default batch_size / process_count.
+    prefetch: batches read ahead (default `data.prefetch`): by that many threads when
+      `data.worker_count` is 0, else per grain worker process.
+    worker_count: grain worker processes (default `data.worker_count`); worker w
+      makes the batches of steps w, w + W, ... and grain returns them in step order,
+      so the batches are the same for any worker count.
   """
 
   def __init__(self, config, data_dir: Optional[str] = None, process_index: int = 0,
                process_count: int = 1, local_batch: Optional[int] = None,
-               split: str = 'train', prefetch: Optional[int] = None):
+               split: str = 'train', prefetch: Optional[int] = None,
+               worker_count: Optional[int] = None):
     data_dir = data_dir or resolve_data_dir(config)
     self.global_batch = int(config.batch_size)
     if self.global_batch % process_count:
@@ -118,8 +183,8 @@ class TrainIterator:
     self.process_index, self.process_count = process_index, process_count
     self.seed = int(config.seed)
     self._loader = _Loader(config, data_dir, split)
-    self._eligible = np.flatnonzero(self._loader.has_target)
-    self.num_examples = len(self._eligible)
+    eligible = np.flatnonzero(self._loader.has_target)
+    self.num_examples = len(eligible)
     self.num_skipped = len(self._loader.kept) - self.num_examples
     self.steps_per_epoch = self.num_examples // self.global_batch
     if self.steps_per_epoch == 0:
@@ -127,9 +192,12 @@ class TrainIterator:
                        f'{self.global_batch}')
     self.prefetch = (int(config.data.get('prefetch', 2)) if prefetch is None
                      else prefetch)
+    self.worker_count = (int(config.data.get('worker_count', 0)) if worker_count is None
+                         else worker_count)
+    self._steps = _StepLoader(self._loader, eligible, self.global_batch,
+                              self.local_batch, process_index, self.steps_per_epoch)
     self.epoch, self.step_in_epoch = 0, 0
-    self._plan_epoch, self._plan = None, None
-    self._it = None
+    self._it = self._grain_it = None
 
   # -- state ---------------------------------------------------------------------
   def get_state(self) -> dict:
@@ -142,47 +210,69 @@ class TrainIterator:
       if k in state and state[k] != getattr(self, k):
         raise ValueError(f'iterator state has {k}={state[k]} but this run uses '
                          f'{getattr(self, k)}: the batches would differ')
+    self.close()
     self.epoch, self.step_in_epoch = int(state['epoch']), int(state['step_in_epoch'])
-    self._it = None
 
   @property
   def step(self) -> int:
     """Global steps consumed so far."""
     return self.epoch * self.steps_per_epoch + self.step_in_epoch
 
-  # -- iteration -------------------------------------------------------------------
   def plan(self, epoch: int) -> List[Tuple[int, np.ndarray]]:
     """The global batches of an epoch: list of (bucket id, (batch_size,) indices)."""
-    if self._plan_epoch != epoch:
-      self._plan = epoch_plan(self._loader.bucket_ids, self._eligible,
-                              self.global_batch, self.seed, epoch,
-                              len(self._loader.buckets))
-      self._plan_epoch = epoch
-    return self._plan
+    return self._steps.plan(epoch)
 
-  def _load_step(self, epoch: int, step: int) -> Dict[str, np.ndarray]:
-    bucket, idx = self.plan(epoch)[step]
-    lo = self.process_index * self.local_batch
-    return self._loader.load(idx[lo:lo + self.local_batch], bucket, epoch, True)
-
+  # -- iteration -------------------------------------------------------------------
   def _start(self):
-    epoch, start = self.epoch, self.step_in_epoch
-    steps = list(range(start, self.steps_per_epoch))
-    self.plan(epoch)   # computed once, before worker threads use it
-    if self.prefetch > 0:
-      import grain
-      ds = grain.MapDataset.source(steps).map(lambda s: self._load_step(epoch, s))
-      self._it = iter(ds.to_iter_dataset(grain.ReadOptions(
-          num_threads=self.prefetch, prefetch_buffer_size=self.prefetch)))
+    start = self.step
+    if self.worker_count == 0 and self.prefetch == 0:
+      self._it = map(self._steps.load, itertools.count(start))
+      return
+    import grain
+    # Steps from here on; 2**40 stands for "forever" (grain slices it lazily).
+    steps = grain.MapDataset.range(start, start + 2 ** 40)
+    if self.worker_count == 0:
+      ds = steps.map(self._steps.load).to_iter_dataset(grain.ReadOptions(
+          num_threads=self.prefetch, prefetch_buffer_size=self.prefetch))
     else:
-      self._it = (self._load_step(epoch, s) for s in steps)
+      from absl import flags
+      if not flags.FLAGS.is_parsed():   # grain reads its absl flags (defaults do)
+        flags.FLAGS.mark_as_parsed()
+      # Workers do the per-example Python work (no read threads: it holds the GIL)
+      # and pass the small result through grain's queue (not shared memory); this
+      # process copies the features once, straight from the store into the batch,
+      # in a prefetch thread (numpy releases the GIL while copying).
+      ds = steps.map(self._steps).to_iter_dataset(
+          grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
+      ds = grain.experimental.WithOptionsIterDataset(
+          ds, grain.experimental.DatasetOptions(min_shm_size=1 << 30))
+      ds = ds.mp_prefetch(grain.MultiprocessingOptions(
+          num_workers=self.worker_count, per_worker_buffer_size=max(1, self.prefetch)))
+      ds = ds.map(self._steps.gather)
+      if self.prefetch > 0:
+        ds = grain.experimental.ThreadPrefetchIterDataset(
+            ds, prefetch_buffer_size=self.prefetch)
+    self._grain_it = iter(ds)
+    self._it = self._grain_it
+
+  def close(self) -> None:
+    """Stops prefetch threads / worker processes (a later next() restarts them)."""
+    if self._grain_it is not None and hasattr(self._grain_it, 'close'):
+      self._grain_it.close()
+    self._it = self._grain_it = None
+
+  def __del__(self):
+    try:
+      self.close()
+    except Exception:  # pylint: disable=broad-except
+      pass
 
   def __iter__(self) -> Iterator[Dict[str, np.ndarray]]:
     return self
 
   def __next__(self) -> Dict[str, np.ndarray]:
     if self.step_in_epoch >= self.steps_per_epoch:
-      self.epoch, self.step_in_epoch, self._it = self.epoch + 1, 0, None
+      self.epoch, self.step_in_epoch = self.epoch + 1, 0
     if self._it is None:
       self._start()
     batch = next(self._it)

@@ -20,7 +20,7 @@ import os
 import pickle
 import zipfile
 import zlib
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -31,9 +31,9 @@ class DataError(ValueError):
   """A bad input file, row or field (the message names it)."""
 
 
-def read_jsonl(path: str) -> List[dict]:
-  """Parses a jsonl file; a malformed line raises DataError with file and line."""
-  rows = []
+def iter_jsonl(path: str) -> Iterator[dict]:
+  """Yields the rows of a jsonl file (with `_line`); a malformed line raises
+  DataError with file and line."""
   with open(path) as f:
     for lineno, line in enumerate(f, start=1):
       if not line.strip():
@@ -47,131 +47,116 @@ def read_jsonl(path: str) -> List[dict]:
         raise DataError(f'{path}:{lineno}: expected a JSON object, got '
                         f'{type(row).__name__}')
       row['_line'] = lineno
-      rows.append(row)
-  return rows
+      yield row
 
 
-def validate_rows(rows: List[dict], path: str, *, require_windows: bool = True,
+def read_jsonl(path: str) -> List[dict]:
+  """Parses a jsonl file; a malformed line raises DataError with file and line."""
+  return list(iter_jsonl(path))
+
+
+def validate_rows(rows: Iterable[dict], path: str, *, require_windows: bool = True,
                   tolerance: float = 2.0, on_bad_window: str = 'error',
                   stats: Optional[Dict[str, int]] = None) -> List[dict]:
   """Checks fields and windows of parsed rows; returns the rows to keep.
 
   Each kept row gets `windows`: float32 (W, 2) seconds, clipped into [0, duration].
   """
+  kept, seen_qids = [], {}
+  for row in rows:
+    if 'qid' in row and row['qid'] in seen_qids:
+      raise repeated_qid_error(path, row, seen_qids[row['qid']])
+    if validate_row(row, path, require_windows=require_windows, tolerance=tolerance,
+                    on_bad_window=on_bad_window, stats=stats):
+      kept.append(row)
+    seen_qids[row.get('qid')] = row
+  return kept
+
+
+def repeated_qid_error(path: str, row: dict, first: dict) -> DataError:
+  """The error for `row` reusing the qid of the earlier row `first` of the same file."""
+  copy = ('an exact copy of' if row_content(row, 'qid') == row_content(first, 'qid')
+          else 'the same qid as')
+  return DataError(f'{path}:{row.get("_line", "?")}: qid {row["qid"]!r}: this row is {copy} '
+                   f'line {first.get("_line")} (text features are looked up by qid; give '
+                   'each query its own qid)')
+
+
+def validate_row(row: dict, path: str, *, require_windows: bool = True,
+                 tolerance: float = 2.0, on_bad_window: str = 'error',
+                 stats: Optional[Dict[str, int]] = None) -> bool:
+  """Checks one row's fields and windows; returns whether to keep it.
+
+  A kept row gets `windows`: float32 (W, 2) seconds, clipped into [0, duration].
+  Duplicate qids are the caller's check (validate_rows, or build's streaming one).
+  """
   if on_bad_window not in ('error', 'drop'):
     raise ValueError(f'on_bad_window must be error|drop, got {on_bad_window!r}')
   stats = stats if stats is not None else {}
   for k in ('windows_clipped', 'windows_dropped', 'rows_dropped', 'rows_unlabelled'):
     stats.setdefault(k, 0)
-  kept, seen_qids = [], {}
-  for row in rows:
-    where = f'{path}:{row.get("_line", "?")}'
-    for field in REQUIRED_FIELDS:
-      if field not in row:
-        raise DataError(f'{where}: missing field {field!r} (row keys: '
-                        f'{sorted(k for k in row if k != "_line")})')
-    qid = row['qid']
-    if qid in seen_qids:
-      first = seen_qids[qid]
-      copy = ('an exact copy of' if _content(row, 'qid') == _content(first, 'qid')
-              else 'the same qid as')
-      raise DataError(f'{where}: qid {qid!r}: this row is {copy} line {first.get("_line")} '
-                      '(text features are looked up by qid; give each query its own qid)')
-    seen_qids[qid] = row
+  where = f'{path}:{row.get("_line", "?")}'
+  for field in REQUIRED_FIELDS:
+    if field not in row:
+      raise DataError(f'{where}: missing field {field!r} (row keys: '
+                      f'{sorted(k for k in row if k != "_line")})')
+  qid = row['qid']
+  try:
+    duration = float(row['duration'])
+  except (TypeError, ValueError):
+    raise DataError(f'{where}: qid {qid}: field "duration" is not a number: '
+                    f'{row["duration"]!r}') from None
+  if not np.isfinite(duration) or duration <= 0:
+    raise DataError(f'{where}: qid {qid}: field "duration" must be > 0, got '
+                    f'{row["duration"]!r}')
+  if 'relevant_windows' not in row:
+    if require_windows:
+      raise DataError(f'{where}: qid {qid}: missing field "relevant_windows" '
+                      '(required in training splits)')
+    stats['rows_unlabelled'] += 1
+    row['windows'] = np.zeros((0, 2), np.float32)
+    return True
+  wins = row['relevant_windows']
+  if (not isinstance(wins, list) or not wins or
+      not all(isinstance(w, (list, tuple)) and len(w) == 2 for w in wins)):
+    raise DataError(f'{where}: qid {qid}: field "relevant_windows" must be a '
+                    f'non-empty list of [start, end], got {wins!r}')
+  good = []
+  for s, e in wins:
     try:
-      duration = float(row['duration'])
+      s, e = float(s), float(e)
     except (TypeError, ValueError):
-      raise DataError(f'{where}: qid {qid}: field "duration" is not a number: '
-                      f'{row["duration"]!r}') from None
-    if not np.isfinite(duration) or duration <= 0:
-      raise DataError(f'{where}: qid {qid}: field "duration" must be > 0, got '
-                      f'{row["duration"]!r}')
-    if 'relevant_windows' not in row:
-      if require_windows:
-        raise DataError(f'{where}: qid {qid}: missing field "relevant_windows" '
-                        '(required in training splits)')
-      stats['rows_unlabelled'] += 1
-      row['windows'] = np.zeros((0, 2), np.float32)
-      kept.append(row)
-      continue
-    wins = row['relevant_windows']
-    if (not isinstance(wins, list) or not wins or
-        not all(isinstance(w, (list, tuple)) and len(w) == 2 for w in wins)):
-      raise DataError(f'{where}: qid {qid}: field "relevant_windows" must be a '
-                      f'non-empty list of [start, end], got {wins!r}')
-    good = []
-    for s, e in wins:
-      try:
-        s, e = float(s), float(e)
-      except (TypeError, ValueError):
-        raise DataError(f'{where}: qid {qid}: relevant_windows entry {[s, e]} is '
-                        'not numeric') from None
-      if not (np.isfinite(s) and np.isfinite(e)) or s >= e:
-        raise DataError(f'{where}: qid {qid}: relevant_windows entry {[s, e]} has '
-                        'start >= end')
-      if s < -tolerance or e > duration + tolerance:
-        if on_bad_window == 'drop':
-          stats['windows_dropped'] += 1
-          continue
-        raise DataError(
-            f'{where}: qid {qid}: relevant_windows entry {[s, e]} lies outside '
-            f'[0, duration={duration}] by more than the tolerance {tolerance} s '
-            '(use --on_bad_window=drop to drop such windows)')
-      if s < 0 or e > duration:
-        stats['windows_clipped'] += 1
-        s, e = max(s, 0.0), min(e, duration)
-        if s >= e:
-          raise DataError(f'{where}: qid {qid}: relevant_windows entry is empty '
-                          f'after clipping into [0, {duration}]')
-      good.append((s, e))
-    if not good:
-      stats['rows_dropped'] += 1
-      continue
-    row['windows'] = np.asarray(good, np.float32)
-    kept.append(row)
-  return kept
+      raise DataError(f'{where}: qid {qid}: relevant_windows entry {[s, e]} is '
+                      'not numeric') from None
+    if not (np.isfinite(s) and np.isfinite(e)) or s >= e:
+      raise DataError(f'{where}: qid {qid}: relevant_windows entry {[s, e]} has '
+                      'start >= end')
+    if s < -tolerance or e > duration + tolerance:
+      if on_bad_window == 'drop':
+        stats['windows_dropped'] += 1
+        continue
+      raise DataError(
+          f'{where}: qid {qid}: relevant_windows entry {[s, e]} lies outside '
+          f'[0, duration={duration}] by more than the tolerance {tolerance} s '
+          '(use --on_bad_window=drop to drop such windows)')
+    if s < 0 or e > duration:
+      stats['windows_clipped'] += 1
+      s, e = max(s, 0.0), min(e, duration)
+      if s >= e:
+        raise DataError(f'{where}: qid {qid}: relevant_windows entry is empty '
+                        f'after clipping into [0, {duration}]')
+    good.append((s, e))
+  if not good:
+    stats['rows_dropped'] += 1
+    return False
+  row['windows'] = np.asarray(good, np.float32)
+  return True
 
 
-def _content(row: dict, *ignore: str) -> str:
+def row_content(row: dict, *ignore: str) -> str:
   """The row's annotation fields as canonical JSON (bookkeeping `_*` keys left out)."""
   return json.dumps({k: v for k, v in row.items() if not k.startswith('_') and k not in ignore
                      and k != 'windows'}, sort_keys=True)
-
-
-def check_splits_disjoint(splits: Dict[str, List[dict]]) -> None:
-  """Raises DataError when a qid appears in two splits (test leakage).
-
-  Rows carry `_file` and `_line`; the message names the qid and both places.
-  """
-  first: Dict = {}
-  clashes = []
-  for split, rows in splits.items():
-    for r in rows:
-      q = r['qid']
-      if q in first and first[q][0] != split:
-        clashes.append((q, first[q], (split, r.get('_file'), r.get('_line'))))
-      else:
-        first.setdefault(q, (split, r.get('_file'), r.get('_line')))
-  if clashes:
-    head = '; '.join(f'qid {q!r} in {a[0]} ({a[1]}:{a[2]}) and {b[0]} ({b[1]}:{b[2]})'
-                     for q, a, b in clashes[:5])
-    more = f' ... and {len(clashes) - 5} more' if len(clashes) > 5 else ''
-    raise DataError(f'{len(clashes)} queries appear in two splits, which leaks evaluation '
-                    f'queries into training: {head}{more}. Give every query one split '
-                    '(and one qid).')
-
-
-def duplicate_rows(rows: List[dict]) -> List[Tuple[dict, dict]]:
-  """(row, earlier row) pairs of one split whose annotations are identical but for the
-  qid: same vid, query, duration and windows. Public releases have some (TACoS)."""
-  seen, dups = {}, []
-  for r in rows:
-    key = _content(r, 'qid')
-    if key in seen:
-      dups.append((r, seen[key]))
-    else:
-      seen[key] = r
-  return dups
 
 
 def l2_normalize(x: np.ndarray, eps: float = 1e-5) -> np.ndarray:

@@ -1,7 +1,7 @@
 """The built-in synthetic dataset (data.name='synthetic', data.dir='').
 
-Generated deterministically on first use into `$MOMENTDIFF_CACHE/synthetic_v3`
-(default `~/.cache/momentdiff_jax/synthetic_v3`) through the same writer as real
+Generated deterministically on first use into `$MOMENTDIFF_CACHE/synthetic_v3_store2`
+(default `~/.cache/momentdiff_jax/synthetic_v3_store2`) through the same writer as real
 data; concurrent first uses are safe (temp dir + rename, identical content).
 
 A video is a sequence of "concepts": background segments show random concepts, and
@@ -25,10 +25,15 @@ DEFAULTS = dict(num_train=3000, num_val=400, num_test=500, max_window_frac=0.25,
                 num_fillers=40, seed=1234)
 
 
+# The cache dir also names the store format: a cache written in an older format is
+# left alone (older checkouts may still read it) and this one regenerates beside it.
+CACHE_NAME = f'{VERSION}_store2'
+
+
 def cache_dir() -> str:
   root = os.environ.get('MOMENTDIFF_CACHE',
                         os.path.join(os.path.expanduser('~'), '.cache', 'momentdiff_jax'))
-  return os.path.join(root, VERSION)
+  return os.path.join(root, CACHE_NAME)
 
 
 def _unit(x):
@@ -88,8 +93,9 @@ def generate_examples(num: int, split_seed: int, p: dict, world: dict):
            'duration': duration, 'time_scale': float(n), 'row': row}
 
 
-def write_synthetic(output_dir: str, **overrides) -> str:
-  """Generates the dataset into `output_dir` (atomic); returns it."""
+def write_synthetic(output_dir: str, feature_dtype: str = 'float32', **overrides) -> str:
+  """Generates the dataset into `output_dir` (atomic), features stored as
+  `feature_dtype`; returns it."""
   from momentdiff_jax.data import store
   p = dict(DEFAULTS, **overrides)
   wrng = np.random.default_rng([p['seed'], 0])
@@ -98,7 +104,7 @@ def write_synthetic(output_dir: str, **overrides) -> str:
       'words': wrng.normal(size=(p['num_concepts'], 2, p['text_dim'])),
       'fillers': wrng.normal(size=(p['num_fillers'], p['text_dim'])),
   }
-  writer = store.DatasetWriter(output_dir, p['video_dim'], p['text_dim'])
+  writer = store.DatasetWriter(output_dir, feature_dtype=feature_dtype)
   with writer:
     for split_seed, (split, num) in enumerate(
         (('train', p['num_train']), ('val', p['num_val']), ('test', p['num_test'])),
