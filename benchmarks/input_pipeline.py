@@ -143,10 +143,17 @@ def run_dataset(name, args) -> tuple:
     generate_features(feats, [p for p in paths if p], dims, text_dim, clip_len, pool)
     open(os.path.join(feats, 'done'), 'w').close()
   vdirs = [os.path.join(feats, f'video{k}') for k in range(len(dims))]
-  shutil.rmtree(out, ignore_errors=True)
-  figures = build(dict(train=paths[0], val=paths[1], test=paths[2], video_dirs=vdirs,
-                       text_dir=os.path.join(feats, 'text'), clip_len=clip_len,
-                       pool_clips=pool, output=out, feature_dtype=args.feature_dtype))
+  kept = os.path.join(work, 'build.json')   # figures of a build kept with --keep
+  if args.keep and os.path.exists(kept) and os.path.exists(out):
+    with open(kept) as f:
+      figures = json.load(f)
+  else:
+    shutil.rmtree(out, ignore_errors=True)
+    figures = build(dict(train=paths[0], val=paths[1], test=paths[2], video_dirs=vdirs,
+                         text_dir=os.path.join(feats, 'text'), clip_len=clip_len,
+                         pool_clips=pool, output=out, feature_dtype=args.feature_dtype))
+    with open(kept, 'w') as f:
+      json.dump(figures, f)
   info = store.load_dataset_info(out)
   figures.update(bytes_on_disk=store.dir_bytes(out),
                  unique_feature_bytes=info['unique_feature_bytes'],
@@ -234,7 +241,8 @@ def main():
   p.add_argument('--feature_dtype', default='float32')
   p.add_argument('--worker_counts', default='0,1,2')
   p.add_argument('--steps', type=int, default=150, help='batches timed per setting')
-  p.add_argument('--keep', action='store_true', help='keep the built datasets')
+  p.add_argument('--keep', action='store_true',
+                 help='keep the built datasets (a rerun with --keep reuses them)')
   p.add_argument('--corpus_queries', type=int, default=0)
   p.add_argument('--queries_per_video', type=int, default=10)
   p.add_argument('--train_steps', type=int, default=5)
