@@ -78,7 +78,8 @@ def _rows(path):
     return [json.loads(l) for l in f if l.strip()]
 
 
-def generate_features(root, files, dims, text_dim, clip_len, pool_clips, seed=0):
+def generate_features(root, files, dims, text_dim, clip_len, pool_clips, seed=0,
+                      max_rows=0):
   """Random features for every vid / qid of `files` in the Moment-DETR layout.
 
   Clip counts follow the durations (ceil(duration / clip_len)); pooled (C3D) videos
@@ -91,7 +92,7 @@ def generate_features(root, files, dims, text_dim, clip_len, pool_clips, seed=0)
     os.makedirs(d, exist_ok=True)
   done = set()
   for path in files:
-    for r in _rows(path):
+    for r in _rows(path)[:max_rows or None]:
       if r['vid'] not in done:
         done.add(r['vid'])
         n = int(np.ceil(float(r['duration']) / (2.0 if pool_clips else clip_len) - 1e-6))
@@ -136,11 +137,12 @@ def run_dataset(name, args) -> tuple:
   from momentdiff_jax.data import store
   files, dims, text_dim, clip_len, pool, config_name = SHAPES[name]
   paths = [os.path.join(args.annotations, f) if f else None for f in files]
-  work = os.path.join(args.workdir, name)
+  work = os.path.join(args.workdir, name + (f'_{args.max_rows}' if args.max_rows else ''))
   feats, out = os.path.join(work, 'features'), os.path.join(work, 'dataset')
   if not os.path.exists(os.path.join(feats, 'done')):
     shutil.rmtree(feats, ignore_errors=True)
-    generate_features(feats, [p for p in paths if p], dims, text_dim, clip_len, pool)
+    generate_features(feats, [p for p in paths if p], dims, text_dim, clip_len, pool,
+                      max_rows=args.max_rows)
     open(os.path.join(feats, 'done'), 'w').close()
   vdirs = [os.path.join(feats, f'video{k}') for k in range(len(dims))]
   kept = os.path.join(work, 'build.json')   # figures of a build kept with --keep
@@ -151,7 +153,8 @@ def run_dataset(name, args) -> tuple:
     shutil.rmtree(out, ignore_errors=True)
     figures = build(dict(train=paths[0], val=paths[1], test=paths[2], video_dirs=vdirs,
                          text_dir=os.path.join(feats, 'text'), clip_len=clip_len,
-                         pool_clips=pool, output=out, feature_dtype=args.feature_dtype))
+                         pool_clips=pool, output=out, feature_dtype=args.feature_dtype,
+                         max_rows=args.max_rows))
     with open(kept, 'w') as f:
       json.dump(figures, f)
   info = store.load_dataset_info(out)
@@ -243,6 +246,8 @@ def main():
   p.add_argument('--steps', type=int, default=150, help='batches timed per setting')
   p.add_argument('--keep', action='store_true',
                  help='keep the built datasets (a rerun with --keep reuses them)')
+  p.add_argument('--max_rows', type=int, default=0,
+                 help='> 0: only the first rows of each annotation file')
   p.add_argument('--corpus_queries', type=int, default=0)
   p.add_argument('--queries_per_video', type=int, default=10)
   p.add_argument('--train_steps', type=int, default=5)

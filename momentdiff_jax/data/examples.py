@@ -1,4 +1,4 @@
-"""One stored example -> model inputs and targets; a list of them -> a padded batch.
+"""Stored examples -> model inputs and targets, one padded batch at a time.
 
 Facts from the release's loader (start_end_dataset.py), without its `[:-1]` bug:
 every clip is kept, and spans are normalized by the seconds the kept clips span,

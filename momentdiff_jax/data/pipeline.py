@@ -20,6 +20,11 @@ target left and are skipped (`TrainIterator.num_skipped`).
 State: `{'epoch', 'step_in_epoch'}` (+ seed and batch size, checked on restore):
 a restored iterator yields exactly the batches the uninterrupted one would, since
 per-example sampling uses rng(seed, epoch, index).
+
+Reading goes through the video-keyed store (`store.SplitReader`, memory maps): a
+batch is planned per example (`examples.plan_batch`, in grain worker processes when
+`data.worker_count` > 0) and its features gathered in one copy
+(`examples.gather_features`, in this process); docs/DESIGN.md, "Dataset store".
 """
 import ctypes
 import itertools

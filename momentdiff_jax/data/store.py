@@ -332,7 +332,7 @@ class SplitReader:
   """Random access to one split's examples, memory-mapped (shared page cache).
 
   `records` is the (N,) RECORD array; `video(v)` and `text(i)` return stored-dtype
-  views (no copy), `example(i)` a float32 dict as `examples.process_example` takes.
+  views (no copy), `example(i)` one example as float32 arrays.
   Pickles without its arrays (reopened lazily), so worker processes can receive it.
   """
 
