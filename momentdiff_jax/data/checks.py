@@ -53,18 +53,28 @@ class FileIndex:
 
   def __init__(self, path: str, split: str):
     self.path, self.split = path, split
-    self.vid_queries = collections.Counter()
+    self.vid_queries = collections.Counter()   # insertion order = vid ids
+    self._vid_id = {}
     self._q, self._l, self._c = array.array('q'), array.array('q'), array.array('q')
+    self._v = array.array('q')
 
   def add(self, row: dict):
     self._q.append(qid_key(row['qid']))
     self._l.append(row['_line'])
     self._c.append(_hash(sources.row_content(row, 'qid')))
+    self._v.append(self._vid_id.setdefault(row['vid'], len(self._vid_id)))
     self.vid_queries[row['vid']] += 1
 
   def arrays(self):
     as_np = lambda a: np.frombuffer(a, np.int64) if len(a) else np.zeros(0, np.int64)
     return as_np(self._q), as_np(self._l), as_np(self._c)
+
+  def vid_ids(self) -> np.ndarray:
+    """(rows,) index of each row's vid in `vids()`."""
+    return np.frombuffer(self._v, np.int64) if len(self._v) else np.zeros(0, np.int64)
+
+  def vids(self) -> List[str]:
+    return list(self._vid_id)
 
 
 def check_file(path: str, split: str, max_rows: int, check_kw: dict, text_dir: str,
@@ -137,21 +147,23 @@ def note_duplicate_rows(index: FileIndex, max_rows: int,
                         log: Callable[[str], None]) -> None:
   """Counts rows identical to an earlier row of their split but for the qid (same
   vid, query, duration, windows: same split), into stats['<split>_duplicate_rows'],
-  and logs the first five per split."""
+  and logs the first five per split (only those are re-read from the file)."""
   _, lines, content = index.arrays()
   _, first, inverse = np.unique(content, return_index=True, return_inverse=True)
   dup = np.flatnonzero(first[inverse] != np.arange(len(content)))
   if not len(dup):
     return
   earlier = first[inverse[dup]]
-  rows = rows_at(index.path, max_rows, np.concatenate([lines[dup], lines[earlier]]))
-  per_split = collections.defaultdict(list)
-  for i, e in zip(dup, earlier):
-    r, er = rows[int(lines[i])], rows[int(lines[e])]
-    per_split[split_of(index, r)].append((r, er))
-  for split, dups in per_split.items():
-    stats[f'{split}_duplicate_rows'] = len(dups)
-    log(f'Note: {len(dups)} {split} rows repeat an earlier row but for the qid (same vid, '
-        'query, duration, windows); kept as in the source. First: ' +
-        ', '.join(f'qid {r["qid"]} = qid {e["qid"]} ({index.path}:{r["_line"]})'
-                  for r, e in dups[:5]))
+  vid_split = np.asarray([split_of(index, {'vid': v}) for v in index.vids()])
+  dup_split = vid_split[index.vid_ids()[dup]]
+  for split in dict.fromkeys(dup_split.tolist()):   # splits in order of first dup
+    mine = np.flatnonzero(dup_split == split)
+    head = mine[:5]
+    rows = rows_at(index.path, max_rows, np.concatenate([lines[dup[head]],
+                                                         lines[earlier[head]]]))
+    stats[f'{split}_duplicate_rows'] = len(mine)
+    log(f'Note: {len(mine)} {split} rows repeat an earlier row but for the qid (same '
+        'vid, query, duration, windows); kept as in the source. First: ' +
+        ', '.join(f'qid {rows[int(lines[dup[k]])]["qid"]} = qid '
+                  f'{rows[int(lines[earlier[k]])]["qid"]} ({index.path}:'
+                  f'{int(lines[dup[k]])})' for k in head))
