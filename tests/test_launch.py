@@ -32,7 +32,7 @@ FLAGS = [
     '--config.learning_rate=1e-4', '--config.lr_drop_epochs=0',
     '--config.data.length_buckets=(64,)', '--config.data.prefetch=0',
 ]
-TIMEOUT = 300
+TIMEOUT = 600
 
 
 def _env(tmp_root):
