@@ -5,16 +5,40 @@ Feature dimensions (`video_dim`, `text_dim`) are read from the built dataset at 
 time; they stay `None` here so nobody types them.
 """
 import ml_collections
+from ml_collections import config_dict
+
+# Hyper-parameters `config.sweep` may vary across replicas: numbers that change no
+# shape and no Python branch, so they can be traced per replica (`replicas.py`).
+SWEEPABLE = (
+    'learning_rate', 'weight_decay', 'grad_clip_norm',
+    'loss.span_l1', 'loss.giou', 'loss.label', 'loss.eos_coef', 'loss.sim',
+    'loss.sim_margin', 'loss.sim_temperature',
+    'matcher.cost_span', 'matcher.cost_giou', 'matcher.cost_class',
+    'diffusion.scale', 'diffusion.eta', 'diffusion.placeholder_std', 'diffusion.min_width',
+)
 
 
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
+  # Replicas trained in one program: seeds seed .. seed + num_seeds - 1, times every
+  # combination of the `sweep` values (`--config.sweep.learning_rate=1e-4,2e-4`).
+  c.num_seeds = 1
+  c.sweep = ml_collections.ConfigDict()
+  for key in SWEEPABLE:
+    node = c.sweep
+    *parents, leaf = key.split('.')
+    for p in parents:
+      if p not in node:
+        node[p] = ml_collections.ConfigDict()
+      node = node[p]
+    node[leaf] = config_dict.placeholder(str)   # 'V1,V2,...'; None = not swept
 
   # --- data -------------------------------------------------------------------
   c.data = ml_collections.ConfigDict()
   c.data.name = 'charades'           # used for metric length bins and logging
   c.data.dir = ''                    # a dataset written by data_prep/build_dataset.py
+  c.data.seed = config_dict.placeholder(int)   # data order and sampling; None = `seed`
   c.data.max_v_l = 128               # clips kept per video (longer videos are truncated)
   c.data.max_q_l = 32                # text tokens kept per query
   c.data.max_windows = 5             # GT windows kept per query

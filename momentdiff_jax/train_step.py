@@ -12,6 +12,7 @@ import optax
 
 from momentdiff_jax import diffusion
 from momentdiff_jax import losses as losses_lib
+from momentdiff_jax import replicas as replicas_lib
 from momentdiff_jax.model import MomentDiff
 
 
@@ -32,7 +33,8 @@ def make_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation
       boundaries[k * every] = config.lr_drop_factor
   lr = optax.piecewise_constant_schedule(config.learning_rate, boundaries)
   chain = []
-  if config.grad_clip_norm > 0:
+  # A traced (swept) norm is > 0 by `replicas.sweep_values`.
+  if isinstance(config.grad_clip_norm, jax.Array) or config.grad_clip_norm > 0:
     chain.append(optax.clip_by_global_norm(config.grad_clip_norm))
   chain.append(optax.adamw(lr, weight_decay=config.weight_decay))
   return optax.chain(*chain)
@@ -91,6 +93,38 @@ def make_train_step(model: MomentDiff, config, schedule: diffusion.Schedule,
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), parts
 
   return train_step
+
+
+def make_replica_train_step(model: MomentDiff, config, schedule: diffusion.Schedule,
+                            steps_per_epoch: int) -> Callable:
+  """`step(state, batch, base_rngs, hparams) -> (state, metrics)` for R replicas at once.
+
+  `state` leaves and `base_rngs` carry a leading replica axis (R, ...); `batch` is
+  shared; `hparams` is `{swept key: (R,)}` (`replicas.hparams`). Each replica runs
+  `make_train_step` with its own seed's RNG and its swept values (traced, so the
+  optimizer, losses and diffusion see per-replica values in one program).
+  """
+
+  def one(state, batch, base_rng, hp):
+    cfg = replicas_lib.with_hparams(config, hp)
+    tx = make_optimizer(cfg, steps_per_epoch)
+    return make_train_step(model, cfg, schedule, tx)(state, batch, base_rng)
+
+  return jax.vmap(one, in_axes=(0, None, 0, 0))
+
+
+def make_replica_sample_fn(model: MomentDiff, config, schedule: diffusion.Schedule,
+                           steps: int, return_trajectory: bool = False) -> Callable:
+  """`sample(params, video_feat, video_mask, query_feat, query_mask, rngs, hparams)`:
+  `make_sample_fn` over R replicas (params, rngs (R, key), hparams `{key: (R,)}`)
+  on a shared batch; every output gains a leading (R,) axis."""
+
+  def one(params, video_feat, video_mask, query_feat, query_mask, rng, hp):
+    cfg = replicas_lib.with_hparams(config, hp)
+    return make_sample_fn(model, cfg, schedule, steps, return_trajectory)(
+        params, video_feat, video_mask, query_feat, query_mask, rng)
+
+  return jax.vmap(one, in_axes=(0, None, None, None, None, 0, 0))
 
 
 def make_sample_fn(model: MomentDiff, config, schedule: diffusion.Schedule,

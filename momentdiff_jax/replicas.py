@@ -1,0 +1,185 @@
+"""Replicas: several runs (seeds x swept hyper-parameters) trained as one program.
+
+A run with `num_seeds = K` and sweep values `{key: (v_1 .. v_m), ...}` has
+R = K x prod(m) replicas. Replica r = i * K + k is the grid point i (the keys'
+values in itertools.product order of the sorted keys) with seed `seed + k`, so the
+seeds of one grid point are contiguous and every grid point sees the same seeds.
+All replicas read the same batches (data order and per-example sampling from
+`data.seed`, default `seed`): replica r is the run `seed = seed + k,
+data.seed = data.seed` with the grid point's values.
+
+Swept values are traced: `hparams(config)` gives `{key: (R,) float32}` and, inside a
+vmapped step, `with_hparams(config, hp)` gives a config whose swept leaves are that
+replica's (traced) scalars, so one compiled program serves every value.
+"""
+import dataclasses
+import itertools
+import math
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+from momentdiff_jax.config_base import SWEEPABLE
+
+# Swept keys whose values must be > 0 (0 would change the program's meaning, e.g.
+# grad_clip_norm = 0 means "no clipping", not "clip to 0").
+_POSITIVE = ('grad_clip_norm', 'loss.sim_temperature', 'diffusion.scale')
+
+
+@dataclasses.dataclass(frozen=True)
+class Replica:
+  index: int
+  seed: int
+  values: dict[str, float]   # swept key -> this replica's value
+
+  def describe(self) -> dict[str, Any]:
+    return {'replica': self.index, 'seed': self.seed, **self.values}
+
+
+def data_seed(config) -> int:
+  """The seed of the data order and per-example sampling: `data.seed`, else `seed`."""
+  s = config.data.get('seed', None)
+  return int(config.seed if s is None else s)
+
+
+def _get(config, key: str):
+  node = config
+  for part in key.split('.'):
+    node = node[part]
+  return node
+
+
+def _set(config, key: str, value):
+  *parents, leaf = key.split('.')
+  node = config
+  for part in parents:
+    node = node[part]
+  node[leaf] = value
+
+
+def sweep_values(config) -> dict[str, tuple[float, ...]]:
+  """`config.sweep` parsed: {dotted key: values}, keys sorted; empty without a sweep.
+
+  Values are 'V1,V2,...' strings (the command line) or sequences of numbers.
+  """
+  sweep = config.get('sweep', None)
+  if sweep is None:
+    return {}
+  out = {}
+  for key in SWEEPABLE:
+    try:
+      raw = _get(sweep, key)
+    except (KeyError, AttributeError):
+      continue
+    if raw is None:
+      continue
+    items = raw.split(',') if isinstance(raw, str) else list(raw)
+    try:
+      values = tuple(float(v) for v in items if not (isinstance(v, str) and not v.strip()))
+    except ValueError as e:
+      raise ValueError(f'config.sweep.{key}={raw!r}: expected numbers like 1e-4,2e-4') from e
+    if not values:
+      raise ValueError(f'config.sweep.{key} is empty')
+    if not all(math.isfinite(v) for v in values):
+      raise ValueError(f'config.sweep.{key}={raw!r} has a non-finite value')
+    if key in _POSITIVE and min(values) <= 0:
+      raise ValueError(f'config.sweep.{key}={raw!r}: every value must be > 0')
+    if len(set(values)) != len(values):
+      raise ValueError(f'config.sweep.{key}={raw!r} repeats a value')
+    out[key] = values
+  _check_unknown(sweep, '')
+  return dict(sorted(out.items()))
+
+
+def _check_unknown(node, prefix: str):
+  """Keys a config file added to `sweep` that are not sweepable (shape or branch)."""
+  for k, v in node.items():
+    key = prefix + k
+    if isinstance(v, (dict, ml_collections.ConfigDict)):
+      _check_unknown(v, key + '.')
+    elif key not in SWEEPABLE and v is not None:
+      raise ValueError(f'config.sweep.{key}: not a sweepable hyper-parameter; '
+                       f'these are: {", ".join(SWEEPABLE)}')
+
+
+def replicas(config) -> list[Replica]:
+  """Every replica of the run, in replica-index order (see the module docstring)."""
+  k = int(config.get('num_seeds', 1))
+  if k < 1:
+    raise ValueError(f'config.num_seeds must be >= 1, got {k}')
+  sweep = sweep_values(config)
+  keys = list(sweep)
+  out = []
+  for point in itertools.product(*sweep.values()):
+    for s in range(k):
+      out.append(Replica(len(out), int(config.seed) + s, dict(zip(keys, point))))
+  return out
+
+
+def num_replicas(config) -> int:
+  return len(replicas(config))
+
+
+def seeds(config) -> np.ndarray:
+  """(R,) int seeds, one per replica."""
+  return np.asarray([r.seed for r in replicas(config)], np.int64)
+
+
+def hparams(config) -> dict[str, np.ndarray]:
+  """{swept key: (R,) float32 values}; empty without a sweep."""
+  reps = replicas(config)
+  return {key: np.asarray([r.values[key] for r in reps], np.float32)
+          for key in sweep_values(config)}
+
+
+def with_hparams(config, hp: dict) -> ml_collections.ConfigDict:
+  """A copy of `config` whose swept leaves are `hp`'s values (traced scalars under vmap)."""
+  if not hp:
+    return config
+  out = ml_collections.ConfigDict(config.to_dict(), type_safe=False)
+  for key, value in hp.items():
+    _set(out, key, value)
+  return out
+
+
+def replica_config(config, index: int) -> ml_collections.ConfigDict:
+  """The config of replica `index` as a single run: its seed and swept values set,
+  `num_seeds = 1`, no sweep, `data.seed` pinned to the shared one."""
+  reps = replicas(config)
+  if not 0 <= index < len(reps):
+    raise ValueError(f'replica {index} out of range: the run has {len(reps)} replicas')
+  rep = reps[index]
+  out = ml_collections.ConfigDict(config.to_dict())
+  out.data.seed = data_seed(config)
+  out.seed = rep.seed
+  out.num_seeds = 1
+  for key in SWEEPABLE:
+    if _get(out.sweep, key) is not None:
+      _set(out.sweep, key, None)
+  for key, value in rep.values.items():
+    _set(out, key, type(_get(config, key))(value))
+  return out
+
+
+def mean_std(values: list[dict]) -> tuple[dict, dict]:
+  """Per-key mean and sample std (ddof 1; 0 for one value) over replicas' metric
+  dicts; None values (a metric without queries) are skipped."""
+  mean, std = {}, {}
+  for key in values[0]:
+    xs = [v[key] for v in values if v.get(key) is not None]
+    if not xs:
+      mean[key] = std[key] = None
+      continue
+    mean[key] = float(np.mean(xs))
+    std[key] = float(np.std(xs, ddof=1)) if len(xs) > 1 else 0.0
+  return mean, std
+
+
+def replica_keys(config, tag: int):
+  """(R,) PRNG keys `fold_in(PRNGKey(seed_r), tag)`: the key a single run with replica
+  r's seed derives for `tag` (0 init, 1 training, 2 evaluation; see train.py)."""
+  import jax
+  import jax.numpy as jnp
+  return jnp.stack([jax.random.fold_in(jax.random.PRNGKey(int(s)), tag)
+                    for s in seeds(config)])
