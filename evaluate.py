@@ -6,7 +6,7 @@ Score a prediction file alone:
 
 Predict and score a trained run (writes DIR/eval/<split>_{preds.jsonl,metrics.json}):
   python evaluate.py --workdir=DIR [--split=test] [--checkpoint=best|latest]
-      [--sampling_steps=N] [--plots] [--override=KEY=VALUE ...]
+      [--sampling_steps=N] [--plots] [--replica=k|all] [--override=KEY=VALUE ...]
 `--override` changes the workdir's config for this evaluation (e.g. `data.dir=OTHER`, a
 dataset built from the same feature types; `eval_batch_size=16`); keys that fix the
 trained parameters (model.*, diffusion.num_spans, ...) are refused, naming them.
@@ -37,6 +37,10 @@ flags.DEFINE_multi_string('override', [], 'KEY=VALUE changing the workdir\'s con
                           'this evaluation (repeatable), e.g. data.dir=OTHER_DATASET.')
 flags.DEFINE_string('compile_cache', None, 'Directory of JAX\'s persistent compilation '
                     'cache; "off" disables it (default as for main.py).')
+flags.DEFINE_string('replica', 'all',
+                    'Workdirs of several replicas (--config.num_seeds / sweeps): "all" '
+                    '(every replica in one program; mean and std in eval/<split>_metrics.json) '
+                    'or an index k (replica k alone, into eval/r<k>/).')
 # File-scoring mode.
 flags.DEFINE_string('predictions', None, 'Prediction rows (jsonl) to score.')
 flags.DEFINE_string('ground_truth', None, 'Annotation rows (jsonl) to score against.')
@@ -93,6 +97,8 @@ def main(argv):
   if FLAGS.workdir:
     if FLAGS.predictions or FLAGS.ground_truth:
       raise app.UsageError('--workdir excludes --predictions/--ground_truth.')
+    if FLAGS.replica != 'all' and not FLAGS.replica.isdigit():
+      raise app.UsageError(f'--replica must be "all" or an index >= 0, got {FLAGS.replica!r}')
     # Imported here so that file scoring needs neither JAX nor a model.
     import jax
     from momentdiff_jax import checkpointing, compile_cache, console, evaluation
@@ -109,7 +115,8 @@ def main(argv):
                                   checkpoint=FLAGS.checkpoint,
                                   sampling_steps=FLAGS.sampling_steps,
                                   plots=FLAGS.plots,
-                                  overrides=workdir_lib.parse_overrides(FLAGS.override))
+                                  overrides=workdir_lib.parse_overrides(FLAGS.override),
+                                  replica=FLAGS.replica)
     except (workdir_lib.ConfigMismatch, checkpointing.CheckpointMismatch, DataError,
             FileNotFoundError) as e:
       print(f'evaluate.py: error: {e}', file=sys.stderr)

@@ -1,6 +1,6 @@
 """Training and inference speed at the Charades-STA SlowFast+CLIP shapes.
 
-  python benchmarks/speed.py [--output=speed.json] [--dtype=float32|bfloat16]
+  python benchmarks/speed.py [--output=speed.json] [--dtype=float32|bfloat16] [--num_seeds=K]
 
 Shapes: Dv 2818, Dt 512, N_r 5, configs/charades.py hyper-parameters; video lengths
 follow the real Charades-STA durations (1 clip/s, from ../shared/data/annotations/
@@ -11,7 +11,8 @@ the input pipeline's own bucket plan (`data.length_buckets`), inference batches
 its share of the batches, so the rates are per epoch of Charades-STA.
 
 Per device count it prints: compile time of the train step and of the sampler; train
-examples/s; inference queries/s for sampling steps 1, 2, 10, 50, 100 (the condition
+examples/s (of K = `--num_seeds` replicas trained at once, summed, and the step time
+per replica); inference queries/s for sampling steps 1, 2, 10, 50, 100 (the condition
 and the decoder keys/values computed once per query, the scan only runs the N_r
 rows); FLOPs per train example and per query from XLA's cost analysis and the
 achieved GFLOP/s next to the roof (`--roof_gflops`, ~210 on a 2-core CPU); peak
@@ -79,45 +80,55 @@ def peak_memory_bytes(devices) -> tuple[int, str]:
   return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, 'process peak RSS'
 
 
-def bench_train(model, config, params, mesh, mix, lengths, args, log):
-  """Compile + time the train step on each bucket of `mix`; weighted rates."""
-  repl, data = NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))
+def bench_train(model, config, params, devices, mix, lengths, args, log):
+  """Compile + time the training step of `args.num_seeds` replicas (the step main.py
+  runs: vmapped over a replica axis, on a (replica, data) mesh of `devices`) on each
+  bucket of `mix`; weighted rates, examples/s summed over the replicas."""
+  k = args.num_seeds
+  r = math.gcd(k, len(devices))
+  mesh = Mesh(np.asarray(devices).reshape(r, len(devices) // r), ('replica', 'data'))
+  rsh, data = NamedSharding(mesh, P('replica')), NamedSharding(mesh, P('data'))
   schedule = diffusion.make_schedule(config.diffusion)
   tx = ts.make_optimizer(config, 100)
-  step = jax.jit(ts.make_train_step(model, config, schedule, tx),
-                 in_shardings=(repl, data, repl), out_shardings=(repl, repl),
+  step = jax.jit(ts.make_replica_train_step(model, config, schedule, 100),
+                 in_shardings=(rsh, data, rsh, rsh), out_shardings=(rsh, rsh),
                  donate_argnums=(0,))
-  params = jax.tree.map(jnp.copy, params)  # the state is donated; keep the caller's
-  state = ts.TrainState(step=jax.device_put(jnp.zeros((), jnp.int32), repl),
-                        params=params, opt_state=jax.jit(tx.init, out_shardings=repl)(params))
-  rng = jax.random.PRNGKey(0)
+  # K copies of the caller's params (the state is donated; the caller's stay).
+  params = jax.jit(lambda p: jax.tree.map(lambda x: jnp.stack([x] * k), p),
+                   out_shardings=rsh)(params)
+  state = ts.TrainState(step=jax.device_put(jnp.zeros((k,), jnp.int32), rsh), params=params,
+                        opt_state=jax.jit(jax.vmap(tx.init), out_shardings=rsh)(params))
+  rng = jax.device_put(jax.random.split(jax.random.PRNGKey(0), k), rsh)
+  hp = {}
   rows = {}
   for lv, share in mix.items():
     batch = inputs.train_batch(np.random.default_rng(lv), args.train_batch, lv, lengths, config)
     batch = jax.device_put(batch, data)
     t0 = time.perf_counter()
-    compiled = step.lower(state, batch, rng).compile()
+    compiled = step.lower(state, batch, rng, hp).compile()
     compile_s = time.perf_counter() - t0
     flops = _flops(compiled)
     holder = [state]
 
     def run():
-      holder[0], parts = compiled(holder[0], batch, rng)
+      holder[0], parts = compiled(holder[0], batch, rng, hp)
       return parts['total']
 
     sec = _timeit(run, args.train_iters)
     state = holder[0]
+    examples = k * args.train_batch   # replica-examples per step
     rows[lv] = dict(share=share, compile_s=compile_s, step_s=sec,
-                    gflop_per_example=flops * mesh.size / args.train_batch / 1e9,
+                    gflop_per_example=flops * mesh.size / examples / 1e9,
                     gflops=flops * mesh.size / sec / 1e9)
     log(f'  train  Lv={lv:3d} ({share:5.1%} of batches): compile {compile_s:5.1f}s  '
-        f'{args.train_batch / sec:7.1f} ex/s  {rows[lv]["gflop_per_example"]:.2f} '
-        f'GFLOP/ex  {rows[lv]["gflops"]:.0f} GFLOP/s')
+        f'{examples / sec:7.1f} ex/s ({k} replica(s), step {sec * 1e3:.1f} ms)  '
+        f'{rows[lv]["gflop_per_example"]:.2f} GFLOP/ex  {rows[lv]["gflops"]:.0f} GFLOP/s')
   mean_step = sum(r['share'] * r['step_s'] for r in rows.values())
   gflop_ex = sum(r['share'] * r['gflop_per_example'] for r in rows.values())
-  return dict(examples_per_s=args.train_batch / mean_step,
+  return dict(examples_per_s=k * args.train_batch / mean_step,
+              step_s=mean_step, step_s_per_replica=mean_step / k, num_seeds=k,
               compile_s=sum(r['compile_s'] for r in rows.values()),
-              gflop_per_example=gflop_ex, gflops=gflop_ex * args.train_batch / mean_step,
+              gflop_per_example=gflop_ex, gflops=gflop_ex * k * args.train_batch / mean_step,
               buckets={str(k): v for k, v in rows.items()})
 
 
@@ -205,6 +216,9 @@ def main():
   ap.add_argument('--train_batch', type=int, default=32)
   ap.add_argument('--infer_batch', type=int, default=0,
                   help='Queries per sampler call (default: 64 on CPU, 1024 on accelerators).')
+  ap.add_argument('--num_seeds', type=int, default=1,
+                  help='Replicas trained at once (main.py --config.num_seeds); train '
+                       'examples/s are summed over them.')
   ap.add_argument('--steps', default='1,2,10,50,100')
   ap.add_argument('--train_iters', type=int, default=0, help='Timed steps per bucket.')
   ap.add_argument('--infer_iters', type=int, default=0, help='Timed calls per bucket.')
@@ -255,17 +269,20 @@ def main():
                      out_shardings=repl)(jax.random.PRNGKey(0))
     log(f'== {n} device(s)')
     parts = args.parts.split(',')
-    empty_tr = dict(examples_per_s=None, compile_s=None, gflop_per_example=None, gflops=None)
+    empty_tr = dict(examples_per_s=None, compile_s=None, gflop_per_example=None, gflops=None,
+                    step_s=None, step_s_per_replica=None)
     empty_inf = dict(queries_per_s={}, gflop_per_query={}, compile_s={})
     tr, inf = empty_tr, empty_inf
     for part in parts:
       if part == 'infer':
         inf = bench_infer(model, config, params, mesh, infer_mix, lengths, args, log)
       elif part == 'train':
-        tr = bench_train(model, config, params, mesh, train_mix, lengths, args, log)
+        tr = bench_train(model, config, params, devices[:n], train_mix, lengths, args, log)
     mem, mem_kind = peak_memory_bytes(devices[:n])
     if tr['examples_per_s']:
-      log(f'  train {tr["examples_per_s"]:.1f} ex/s (release CPU: 30), '
+      log(f'  train {tr["examples_per_s"]:.1f} ex/s summed over {args.num_seeds} replica(s), '
+          f'step {tr["step_s"] * 1e3:.1f} ms ({tr["step_s_per_replica"] * 1e3:.1f} ms per '
+          f'replica) (release CPU: 30), '
           f'{tr["gflop_per_example"]:.2f} GFLOP/ex, {tr["gflops"]:.0f} GFLOP/s '
           f'(matmul roof {roof:.0f} per device); compile {tr["compile_s"]:.1f}s')
     log('  infer ' + ', '.join(f'{k} steps {v:.0f} q/s' for k, v in inf['queries_per_s'].items())
@@ -280,7 +297,10 @@ def main():
       'device_count': counts[-1],
       'dtype': args.dtype,
       'jax_version': jax.__version__,
+      'num_seeds': args.num_seeds,
       'train_examples_per_s': top['train']['examples_per_s'],
+      'train_step_s': top['train']['step_s'],
+      'train_step_s_per_replica': top['train']['step_s_per_replica'],
       'infer_queries_per_s': top['infer']['queries_per_s'],
       'train_compile_s': top['train']['compile_s'],
       # The slowest over the step counts (one compile per bucket each); per count below.

@@ -6,6 +6,11 @@ Each checkpoint holds separate items so that evaluation restores only what it ne
   data    the input pipeline's iterator state, JSON (latest only)
 The best manager keeps the single checkpoint with the highest validation
 `MR-full-mAP`; it stores params only.
+
+A run of R > 1 replicas (`replicas.py`) stores one `latest` checkpoint whose params and
+optimizer state carry a leading (R,) axis, and one best manager per replica,
+`checkpoints/best_r<k>/`, each with that replica's own params. A one-replica run keeps
+exactly the layout above.
 """
 import json
 import os
@@ -44,10 +49,27 @@ def _dir(workdir: str, which: str) -> str:
   return os.path.join(os.path.abspath(workdir), 'checkpoints', which)
 
 
-class WorkdirCheckpoints:
-  """The latest (for resuming) and best-on-val (for evaluation) checkpoint managers."""
+def best_name(replica: Optional[int] = None) -> str:
+  """The best checkpoint's directory name: `best`, or `best_r<k>` for replica k of a
+  multi-replica run."""
+  return 'best' if replica is None else f'best_r{int(replica)}'
 
-  def __init__(self, workdir: str, max_to_keep: int = 2, read_only: bool = False):
+
+def _best_manager(path: str, read_only: bool) -> ocp.CheckpointManager:
+  return ocp.CheckpointManager(
+      path, item_names=('params',),
+      options=ocp.CheckpointManagerOptions(
+          max_to_keep=1, create=not read_only, read_only=read_only,
+          best_fn=lambda m: m[BEST_METRIC], best_mode='max',
+          keep_checkpoints_without_metrics=False))
+
+
+class WorkdirCheckpoints:
+  """The latest (for resuming) and best-on-val (for evaluation) checkpoint managers;
+  `num_replicas` > 1 keeps one best manager per replica."""
+
+  def __init__(self, workdir: str, max_to_keep: int = 2, read_only: bool = False,
+               num_replicas: int = 1):
     self.latest = ocp.CheckpointManager(
         _dir(workdir, 'latest'),
         item_names=('params', 'train', 'data'),
@@ -57,13 +79,9 @@ class WorkdirCheckpoints:
         options=ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep, create=not read_only, read_only=read_only,
             cleanup_tmp_directories=not read_only))
-    self.best = ocp.CheckpointManager(
-        _dir(workdir, 'best'),
-        item_names=('params',),
-        options=ocp.CheckpointManagerOptions(
-            max_to_keep=1, create=not read_only, read_only=read_only,
-            best_fn=lambda m: m[BEST_METRIC], best_mode='max',
-            keep_checkpoints_without_metrics=False))
+    names = ([best_name()] if num_replicas == 1
+             else [best_name(k) for k in range(num_replicas)])
+    self.bests = [_best_manager(_dir(workdir, n), read_only) for n in names]
 
   def save_latest(self, step: int, params, opt_state, data_state: dict[str, Any]):
     self.latest.save(step, args=ocp.args.Composite(
@@ -71,10 +89,12 @@ class WorkdirCheckpoints:
         train=ocp.args.StandardSave({'opt_state': opt_state, 'step': step}),
         data=ocp.args.JsonSave(data_state)))
 
-  def save_best(self, step: int, params, metrics: dict[str, float]):
-    """Saves `params` if `metrics[BEST_METRIC]` beats every earlier best."""
-    self.best.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(params)),
-                   metrics={BEST_METRIC: float(metrics[BEST_METRIC])})
+  def save_best(self, step: int, params, metrics: dict[str, float], replica: int = 0):
+    """Saves (replica `replica`'s unstacked) `params` if `metrics[BEST_METRIC]` beats
+    every earlier best of that replica."""
+    self.bests[replica].save(
+        step, args=ocp.args.Composite(params=ocp.args.StandardSave(params)),
+        metrics={BEST_METRIC: float(metrics[BEST_METRIC])})
 
   def latest_step(self) -> Optional[int]:
     return self.latest.latest_step()
@@ -95,19 +115,40 @@ class WorkdirCheckpoints:
 
   def wait(self):
     self.latest.wait_until_finished()
-    self.best.wait_until_finished()
+    for b in self.bests:
+      b.wait_until_finished()
 
   def close(self):
     self.latest.close()
-    self.best.close()
+    for b in self.bests:
+      b.close()
 
 
-def restore_params(workdir: str, which: str = 'best', abstract_params=None):
+def best_metric(workdir: str, replica: Optional[int] = None) -> Optional[float]:
+  """`BEST_METRIC` of the (replica's) best checkpoint; None when there is none."""
+  path = _dir(workdir, best_name(replica))
+  if not os.path.isdir(path):
+    return None
+  mngr = ocp.CheckpointManager(path, item_names=('params',),
+                               options=ocp.CheckpointManagerOptions(read_only=True))
+  step = mngr.best_step()
+  value = None
+  if step is not None:
+    m = mngr.metrics(step)
+    value = None if not m or BEST_METRIC not in m else float(m[BEST_METRIC])
+  mngr.close()
+  return value
+
+
+def restore_params(workdir: str, which: str = 'best', abstract_params=None,
+                   replica: Optional[int] = None):
   """Params of `checkpoints/<which>` ('best' falls back to 'latest' when empty).
 
+  `replica` k of a multi-replica run: its `best_r<k>`, or its slice of the stacked
+  `latest`; `abstract_params` then describes one replica's params.
   Returns (step, params, which_used).
   """
-  order = {'best': ('best', 'latest'), 'latest': ('latest',)}[which]
+  order = {'best': (best_name(replica), 'latest'), 'latest': ('latest',)}[which]
   for name in order:
     path = _dir(workdir, name)
     if not os.path.isdir(path):
@@ -115,25 +156,31 @@ def restore_params(workdir: str, which: str = 'best', abstract_params=None):
     mngr = ocp.CheckpointManager(path, item_names=('params',),
                                  item_handlers={'params': ocp.StandardCheckpointHandler()},
                                  options=ocp.CheckpointManagerOptions(read_only=True))
-    step = mngr.best_step() if name == 'best' else mngr.latest_step()
+    step = mngr.best_step() if name != 'latest' else mngr.latest_step()
     if step is None:
       step = mngr.latest_step()
     if step is None:
       mngr.close()
       continue
-    if abstract_params is None:
+    target = abstract_params
+    if target is None or (replica is not None and name == 'latest'):
       # The saved shardings name the devices of the run that wrote the checkpoint
       # (another process count, say); restore replicated over this process's devices.
-      abstract_params = _replicated_like(mngr.item_metadata(step)['params'])
+      target = _replicated_like(mngr.item_metadata(step)['params'])
     try:
-      check_params_fit(mngr.item_metadata(step)['params'], abstract_params,
+      check_params_fit(mngr.item_metadata(step)['params'], target,
                        os.path.join(path, str(step)))
     except CheckpointMismatch:
       mngr.close()
       raise
-    restore = ocp.args.StandardRestore(abstract_params)
+    restore = ocp.args.StandardRestore(target)
     params = mngr.restore(step, args=ocp.args.Composite(params=restore))['params']
     mngr.close()
+    if replica is not None and name == 'latest':
+      params = jax.tree.map(lambda x: x[replica], params)
+      if abstract_params is not None:
+        params = jax.tree.map(lambda x, a: jax.device_put(x, a.sharding), params,
+                              abstract_params)
     return step, params, name
   raise FileNotFoundError(
       f'No checkpoint under {os.path.join(workdir, "checkpoints")} '

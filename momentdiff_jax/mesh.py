@@ -1,4 +1,12 @@
-"""Data-parallel layout: one `data` mesh axis over every device of every process."""
+"""Device layout: a `(replica, data)` mesh over every device of every process.
+
+A run of R replicas (`replicas.py`) splits the devices into gcd(R, #devices) groups
+along `replica`, each training R / groups replicas data-parallel over its `data`
+devices: R >= #devices (and divisible) puts whole replicas on devices, R = 1 is plain
+data parallelism over everything. Batches are sharded over `data` and shared along
+`replica`; replica-stacked state is sharded over `replica`.
+"""
+import math
 import os
 
 import jax
@@ -28,8 +36,12 @@ def maybe_initialize_distributed(coordinator: str = '', num_processes: int = 0,
     jax.distributed.initialize()
 
 
-def make_mesh() -> Mesh:
-  return Mesh(np.asarray(jax.devices()), ('data',))
+def make_mesh(num_replicas: int = 1) -> Mesh:
+  """Devices in process order as (gcd(num_replicas, #devices), rest) over
+  ('replica', 'data')."""
+  devices = np.asarray(jax.devices())
+  r = math.gcd(int(num_replicas), devices.size)
+  return Mesh(devices.reshape(r, devices.size // r), ('replica', 'data'))
 
 
 def data_sharding(mesh: Mesh) -> NamedSharding:
@@ -40,16 +52,42 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
+def replica_sharding(mesh: Mesh) -> NamedSharding:
+  """Leading (replica) axis split over `replica`, the rest replicated."""
+  return NamedSharding(mesh, P('replica'))
+
+
+def data_shard(mesh: Mesh) -> tuple[int, int]:
+  """(index, count): this process loads part `index` of `count` equal parts of every
+  global batch, the part its devices hold along `data` (processes along `replica`
+  load the same part)."""
+  size = mesh.shape['data']
+  cols = sorted({int(np.argwhere(mesh.devices == d)[0][1]) for d in jax.local_devices()
+                 if d in mesh.devices.flat})
+  n = len(cols)
+  if not n or size % n or cols != list(range(cols[0], cols[0] + n)) or cols[0] % n:
+    raise ValueError(f'process {jax.process_index()} holds data columns {cols} of {size}: '
+                     'not one contiguous equal part')
+  return cols[0] // n, size // n
+
+
 def global_batch(local: dict, mesh: Mesh) -> dict:
-  """Process-local numpy batch -> global `jax.Array`s sharded over `data`."""
+  """Process-local numpy batch (this process's `data_shard` part) -> global
+  `jax.Array`s sharded over `data`."""
   sharding = data_sharding(mesh)
-  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
-          for k, v in local.items()}
+  _, count = data_shard(mesh)
+  out = {}
+  for k, v in local.items():
+    v = np.asarray(v)
+    out[k] = jax.make_array_from_process_local_data(sharding, v,
+                                                    (v.shape[0] * count,) + v.shape[1:])
+  return out
 
 
-def local_batch_size(global_size: int) -> int:
-  n = jax.process_count()
-  if global_size % jax.device_count():
-    raise ValueError(f'batch size {global_size} is not divisible by the {jax.device_count()} '
-                     'devices of the mesh')
-  return global_size // n
+def local_batch_size(global_size: int, mesh: Mesh) -> int:
+  """Examples per step this process loads (`global_size` / its `data_shard` count)."""
+  size = mesh.shape['data']
+  if global_size % size:
+    raise ValueError(f'batch size {global_size} is not divisible by the {size} devices of '
+                     f'the mesh\'s data axis (mesh {dict(mesh.shape)})')
+  return global_size // data_shard(mesh)[1]

@@ -58,12 +58,16 @@ class Predictor:
   def from_workdir(cls, workdir: str, checkpoint: str = 'best',
                    sampling_steps: Optional[int] = None, seed: int = 0,
                    clip_weights: Optional[str] = None,
-                   slowfast_weights: Optional[str] = None) -> 'Predictor':
+                   slowfast_weights: Optional[str] = None,
+                   replica: Optional[int] = None) -> 'Predictor':
     """Loads `workdir/config.json` and the `best` (else latest) checkpoint's params.
 
     `clip_weights` / `slowfast_weights` (local paths) are needed by `predict_video`.
+    A workdir of several replicas (`--config.num_seeds`, sweeps): `replica` k, by
+    default the one whose best checkpoint scored highest on validation; the config is
+    that replica's (its swept values, e.g. `diffusion.eta`, apply).
     """
-    config, _, params, _, _ = workdir_lib.restore_model(workdir, checkpoint)
+    config, _, params, _, _ = workdir_lib.restore_model(workdir, checkpoint, replica=replica)
     return cls(config, params, sampling_steps, seed, clip_weights, slowfast_weights)
 
   @property

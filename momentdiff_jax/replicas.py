@@ -15,7 +15,7 @@ replica's (traced) scalars, so one compiled program serves every value.
 import dataclasses
 import itertools
 import math
-from typing import Any
+from typing import Any, Optional
 
 import ml_collections
 import numpy as np
@@ -183,3 +183,34 @@ def replica_keys(config, tag: int):
   import jax.numpy as jnp
   return jnp.stack([jax.random.fold_in(jax.random.PRNGKey(int(s)), tag)
                     for s in seeds(config)])
+
+
+def aggregate(metrics: list[Optional[dict]], reps: list[Replica]) -> Optional[dict]:
+  """The `<split>_metrics.json` of a multi-replica run.
+
+  `{"brief": mean over replicas, "brief_std": sample std, "replicas": [each replica's
+  metrics object with its "replica", "seed" and swept values], "groups": [per sweep
+  grid point: its values, seeds, brief mean and std]}` ("groups" only with a sweep).
+  None when the split has no labels.
+  """
+  if any(m is None for m in metrics):
+    return None
+  mean, std = mean_std([m['brief'] for m in metrics])
+  out = {'brief': mean, 'brief_std': std,
+         'replicas': [{**rep.describe(), **m} for rep, m in zip(reps, metrics)]}
+  if reps[0].values:
+    groups = {}
+    for rep, m in zip(reps, metrics):
+      groups.setdefault(tuple(sorted(rep.values.items())), []).append((rep.seed, m['brief']))
+    out['groups'] = []
+    for values, members in groups.items():
+      g_mean, g_std = mean_std([b for _, b in members])
+      out['groups'].append({**dict(values), 'seeds': [s for s, _ in members],
+                            'brief': g_mean, 'brief_std': g_std})
+  return out
+
+
+def format_mean_std(mean: dict, std: dict, keys=None) -> str:
+  """'key mean ± std, ...' for a log line."""
+  keys = keys or [k for k in mean if mean[k] is not None]
+  return ', '.join(f'{k} {mean[k]:.2f} ± {std[k]:.2f}' for k in keys if mean[k] is not None)

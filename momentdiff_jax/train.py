@@ -1,11 +1,13 @@
 """The training loop: `train_and_evaluate(config, workdir)`.
 
-One jit-compiled update over a data-parallel `Mesh` (batch sharded on `data`, state
-replicated, state donated), periodic validation, orbax checkpoints (latest for resume,
-best by val MR-full-mAP), metrics.jsonl written by process 0 only. Rerunning on the
-same workdir resumes from the latest checkpoint: params, optimizer, step and the data
-iterator are restored, and the per-step RNG is `fold_in(seed, step)`, so a resumed run
-reproduces an uninterrupted one.
+One jit-compiled update of R replicas (`replicas.py`: `num_seeds` seeds x the sweep
+grid; R = 1 by default) over a `(replica, data)` mesh (batch sharded on `data` and
+shared by the replicas, replica-stacked state sharded on `replica` and donated),
+periodic validation, orbax checkpoints (latest for resume, best by val MR-full-mAP per
+replica), metrics.jsonl written by process 0 only (means over replicas, and per replica
+under `r<k>/` when R > 1). Rerunning on the same workdir resumes from the latest
+checkpoint: params, optimizer, step and the data iterator are restored, and the
+per-step RNG is `fold_in(seed, step)`, so a resumed run reproduces an uninterrupted one.
 """
 import json
 import os
@@ -20,6 +22,7 @@ from momentdiff_jax import checkpointing
 from momentdiff_jax import diffusion
 from momentdiff_jax import evaluation
 from momentdiff_jax import mesh as mesh_lib
+from momentdiff_jax import replicas as replicas_lib
 from momentdiff_jax import train_step as ts
 from momentdiff_jax import workdir as workdir_lib
 from momentdiff_jax.data import dataset as dataset_lib
@@ -84,17 +87,29 @@ def _fmt_time(s: float) -> str:
   return f'{s // 3600}h{s % 3600 // 60:02d}m' if s >= 3600 else f'{s // 60}m{s % 60:02d}s'
 
 
-def evaluate_split(sample_fn, params, config, dataset, split, mesh, rng, out_dir=None):
-  preds, _ = evaluation.predict_split(sample_fn, params, config, dataset, split, mesh, rng)
-  metrics = evaluation.score(preds, dataset, split, config.data.name)
-  if out_dir is not None:
-    evaluation.write_outputs(out_dir, split, preds, metrics)
-  return preds, metrics
+def _scalars(prefix: str, per_replica: list[dict], std: bool = False) -> dict:
+  """{prefix/k: mean over replicas} and, for R > 1, {r<i>/prefix/k: replica i's} (and
+  {prefix_std/k} with `std`). One replica: exactly the single run's row."""
+  if len(per_replica) == 1:
+    return {f'{prefix}/{k}': v for k, v in per_replica[0].items()}
+  mean, sd = replicas_lib.mean_std(per_replica)
+  out = {f'{prefix}/{k}': v for k, v in mean.items()}
+  if std:
+    out.update({f'{prefix}_std/{k}': v for k, v in sd.items()})
+  for i, values in enumerate(per_replica):
+    out.update({f'r{i}/{prefix}/{k}': v for k, v in values.items()})
+  return out
+
+
+def _squeeze(tree):
+  return jax.tree.map(lambda x: x[0], tree)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   """Trains, validates, checkpoints, and finally evaluates the best checkpoint on test."""
   workdir = os.path.abspath(workdir)
+  reps = replicas_lib.replicas(config)   # a bad sweep is named before any compute
+  n_rep = len(reps)
   dataset = dataset_lib.open_dataset(config)
   info = dataset.info
   config = workdir_lib.with_dataset(config, dataset)
@@ -107,11 +122,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
       f.write(config.to_json_best_effort(indent=2))
 
-  mesh = mesh_lib.make_mesh()
+  mesh = mesh_lib.make_mesh(n_rep)
   repl = mesh_lib.replicated(mesh)
+  rsh = mesh_lib.replica_sharding(mesh)
   data_sh = mesh_lib.data_sharding(mesh)
-  local_bs = mesh_lib.local_batch_size(config.batch_size)
-  train_iter = dataset.train_iterator(local_bs, jax.process_index(), jax.process_count())
+  shard, num_shards = mesh_lib.data_shard(mesh)
+  local_bs = mesh_lib.local_batch_size(config.batch_size, mesh)
+  train_iter = dataset.train_iterator(local_bs, shard, num_shards)
   num_train = train_iter.num_examples
   spe = train_iter.steps_per_epoch   # examples without a target are skipped
   n_steps = config.num_train_steps if config.num_train_steps > 0 else config.num_epochs * spe
@@ -119,84 +136,118 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
 
   model = workdir_lib.create_model(config, config.video_dim, config.text_dim)
   schedule = diffusion.make_schedule(config.diffusion)
-  tx = ts.make_optimizer(config, spe)
-  rng = jax.random.PRNGKey(config.seed)
-  init_rng, train_rng = (jax.random.fold_in(rng, i) for i in range(2))
-  sample_rng = workdir_lib.eval_rng(config.seed)
+  tx = ts.make_optimizer(config, spe)   # state structure only; values are per replica
+  # Replica r's keys are those of a single run with seed r (init 0, train 1, eval 2).
+  init_rngs, train_rngs, sample_rngs = (
+      jax.device_put(replicas_lib.replica_keys(config, tag), rsh) for tag in range(3))
+  hp = jax.device_put(replicas_lib.hparams(config), rsh)
 
-  params = jax.jit(lambda r: workdir_lib.init_params(model, config, r, config.video_dim,
-                                                     config.text_dim),
-                   out_shardings=repl)(init_rng)
-  opt_state = jax.jit(tx.init, out_shardings=repl)(params)
-  ckpts = checkpointing.WorkdirCheckpoints(workdir, config.max_checkpoints_to_keep)
+  params = jax.jit(jax.vmap(lambda r: workdir_lib.init_params(
+      model, config, r, config.video_dim, config.text_dim)), out_shardings=rsh)(init_rngs)
+  opt_state = jax.jit(jax.vmap(tx.init), out_shardings=rsh)(params)
+  ckpts = checkpointing.WorkdirCheckpoints(workdir, config.max_checkpoints_to_keep,
+                                           num_replicas=n_rep)
+  # One replica keeps today's checkpoint layout: the leading axis is dropped on disk.
+  to_disk = _squeeze if n_rep == 1 else (lambda t: t)
+  on_disk_sh = repl if n_rep == 1 else rsh
   start = 0
   if ckpts.latest_step() is not None:
     try:
       start, params, opt_state, data_state = ckpts.restore_latest(
-          workdir_lib.placed(params, repl), workdir_lib.placed(opt_state, repl))
+          workdir_lib.placed(to_disk(params), on_disk_sh),
+          workdir_lib.placed(to_disk(opt_state), on_disk_sh))
     except checkpointing.CheckpointMismatch:
       ckpts.close()      # else orbax's background threads die noisily at exit
       raise
+    if n_rep == 1:
+      params, opt_state = jax.jit(lambda t: jax.tree.map(lambda x: x[None], t),
+                                  out_shardings=rsh)((params, opt_state))
     train_iter.set_state(data_state)
     log(f'Resumed from step {start} ({workdir}/checkpoints/latest)')
   elif config.get('init_from'):
-    params = workdir_lib.init_from(config.init_from, config, info, params, repl, log=log)
-  state = ts.TrainState(step=jax.device_put(jnp.asarray(start, jnp.int32), repl),
+    # Every replica starts from the source's params (one replica's shapes are checked).
+    src = workdir_lib.init_from(config.init_from, config, info, _squeeze(params), repl,
+                                log=log)
+    params = jax.jit(lambda t: jax.tree.map(
+        lambda x: jnp.broadcast_to(x, (n_rep,) + x.shape), t), out_shardings=rsh)(src)
+  state = ts.TrainState(step=jax.device_put(jnp.full((n_rep,), start, jnp.int32), rsh),
                         params=params, opt_state=opt_state)
 
-  p_train_step = jax.jit(ts.make_train_step(model, config, schedule, tx),
-                         in_shardings=(repl, data_sh, repl), out_shardings=(repl, repl),
+  p_train_step = jax.jit(ts.make_replica_train_step(model, config, schedule, spe),
+                         in_shardings=(rsh, data_sh, rsh, rsh), out_shardings=(rsh, rsh),
                          donate_argnums=(0,))
-  sample_fn = jax.jit(ts.make_sample_fn(model, config, schedule,
-                                        config.diffusion.sampling_steps))
+  sample = ts.make_replica_sample_fn(model, config, schedule, config.diffusion.sampling_steps)
+  sample_fn = jax.jit(lambda p, vf, vm, qf, qm, rng: sample(p, vf, vm, qf, qm, rng, hp))
   writer = MetricsWriter(workdir, start, config.tensorboard)
   log(f'{num_train} train examples, {spe} steps/epoch, {n_steps} steps, '
-       f'{jax.device_count()} devices on {jax.process_count()} processes')
+       f'{jax.device_count()} devices on {jax.process_count()} processes'
+       + (f', {n_rep} replicas on mesh {dict(mesh.shape)}' if n_rep > 1 else ''))
+
+  def evaluate(params, split, out_dir=None):
+    preds, _ = evaluation.predict_split(sample_fn, params, config, dataset, split, mesh,
+                                        sample_rngs, num_replicas=n_rep)
+    metrics = [evaluation.score(p, dataset, split, config.data.name) for p in preds]
+    if out_dir is not None:
+      if n_rep == 1:
+        evaluation.write_outputs(out_dir, split, preds[0], metrics[0])
+      else:
+        evaluation.write_replica_outputs(out_dir, split, preds, metrics, reps)
+    return metrics
 
   pending = []
   t_last, step_last = time.time(), start
   t_start = time.time()
   for step in range(start + 1, n_steps + 1):
     batch = mesh_lib.global_batch(train_iter.next(), mesh)
-    state, parts = p_train_step(state, batch, train_rng)
+    state, parts = p_train_step(state, batch, train_rngs, hp)
     pending.append(parts)
     is_ckpt = step % config.checkpoint_every_steps == 0 or step == n_steps
     if step % config.log_every_steps == 0 or is_ckpt:
       # Also at checkpoint steps, so that a resumed run averages the same windows.
       host = jax.device_get(pending)
       pending = []
-      scalars = {f'train/{k}': float(np.mean([p[k] for p in host])) for k in host[0]}
+      per_rep = [{k: float(np.mean([p[k][r] for p in host])) for k in host[0]}
+                 for r in range(n_rep)]
+      scalars = _scalars('train', per_rep)
       now = time.time()
       ex_s = (step - step_last) * config.batch_size / max(now - t_last, 1e-9)
       eta = (n_steps - step) * (now - t_start) / max(step - start, 1)
       writer.write(step, scalars)
+      speed = f'{ex_s:.0f} ex/s' + (f' x {n_rep} replicas' if n_rep > 1 else '')
       log(f'step {step}/{n_steps} | loss {scalars["train/total"]:.4f} | '
-           f'{ex_s:.0f} ex/s | ETA {_fmt_time(eta)}')
+           f'{speed} | ETA {_fmt_time(eta)}')
       t_last, step_last = now, step
     if step % eval_every == 0 or step == n_steps:
-      _, metrics = evaluate_split(sample_fn, state.params, config, dataset,
-                                  config.data.eval_split, mesh, sample_rng)
-      if metrics is not None:
-        brief = metrics['brief']
-        writer.write(step, {f'{config.data.eval_split}/{k}': v for k, v in brief.items()})
-        log(f'step {step} {config.data.eval_split}: ' +
-             ', '.join(f'{k} {v:.2f}' for k, v in brief.items() if k.startswith('MR-full')))
-        ckpts.save_best(step, state.params, brief)
+      split = config.data.eval_split
+      metrics = evaluate(state.params, split)
+      if metrics[0] is not None:
+        briefs = [m['brief'] for m in metrics]
+        writer.write(step, _scalars(split, briefs, std=True))
+        mean, sd = replicas_lib.mean_std(briefs)
+        log(f'step {step} {split}: ' + ', '.join(
+            f'{k} {v:.2f}' + (f' ± {sd[k]:.2f}' if n_rep > 1 else '')
+            for k, v in mean.items() if k.startswith('MR-full') and v is not None))
+        for r, brief in enumerate(briefs):
+          ckpts.save_best(step, jax.tree.map(lambda x: x[r], state.params), brief, r)
     if is_ckpt:
-      ckpts.save_latest(step, state.params, state.opt_state, train_iter.get_state())
+      ckpts.save_latest(step, to_disk(state.params), to_disk(state.opt_state),
+                        train_iter.get_state())
   ckpts.wait()
   ckpts.close()
 
-  # Final report: the best-on-validation checkpoint on val and test.
-  _, best_params, used = checkpointing.restore_params(workdir, 'best',
-                                                      workdir_lib.placed(state.params, repl))
+  # Final report: each replica's best-on-validation checkpoint on val and test.
+  best_params, _, used = workdir_lib.restore_replicas(workdir, 'best', config, rsh)
   out_dir = os.path.join(workdir, 'eval')
   final = {}
   for split in (config.data.eval_split, config.data.test_split):
-    _, metrics = evaluate_split(sample_fn, best_params, config, dataset, split, mesh, sample_rng,
-                                out_dir)
-    if metrics is not None:
-      final.update({f'final_{split}/{k}': v for k, v in metrics['brief'].items()})
-      log(f'{split} ({used} checkpoint): ' + json.dumps(metrics['brief']))
+    metrics = evaluate(best_params, split, out_dir)
+    if metrics[0] is not None:
+      final.update(_scalars(f'final_{split}', [m['brief'] for m in metrics], std=True))
+      if n_rep == 1:
+        log(f'{split} ({used[0]} checkpoint): ' + json.dumps(metrics[0]['brief']))
+      else:
+        mean, sd = replicas_lib.mean_std([m['brief'] for m in metrics])
+        log(f'{split} ({used[0]} checkpoints, mean ± std over {n_rep} replicas): '
+             + replicas_lib.format_mean_std(mean, sd))
   writer.write(n_steps, final)
   return final

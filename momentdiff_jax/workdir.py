@@ -12,8 +12,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from momentdiff_jax import checkpointing
+from momentdiff_jax import replicas as replicas_lib
 from momentdiff_jax import video_sources
 from momentdiff_jax.model import MomentDiff, abstract_params
 
@@ -60,19 +62,42 @@ def placed(tree, sharding):
                       tree)
 
 
-def restore_model(workdir: str, checkpoint: str = 'best', sharding=None, config=None):
+def best_replica(workdir: str, config=None) -> int:
+  """The replica whose best checkpoint scored highest on validation (0 for one replica
+  or when no best checkpoint was written yet)."""
+  config = config or checkpointing.load_config(workdir)
+  n = replicas_lib.num_replicas(config)
+  if n == 1:
+    return 0
+  scores = [checkpointing.best_metric(workdir, k) for k in range(n)]
+  known = [(s, -k) for k, s in enumerate(scores) if s is not None]
+  return -max(known)[1] if known else 0
+
+
+def restore_model(workdir: str, checkpoint: str = 'best', sharding=None, config=None,
+                  replica: Optional[int] = None):
   """A workdir's (config, model, params, step, which checkpoint was used).
 
   Params are restored onto `sharding` when given (e.g. replicated over a mesh), else
   as orbax places them by default. `config` (default: the workdir's config.json) may
-  carry evaluation overrides (`apply_overrides`).
+  carry evaluation overrides (`apply_overrides`). In a multi-replica workdir, `replica`
+  picks one (default: `best_replica`) and the config returned is that replica's
+  (`replicas.replica_config`: its seed and swept values).
   """
   config = checkpointing.load_config(workdir) if config is None else config
+  n = replicas_lib.num_replicas(config)
+  if n > 1:
+    replica = best_replica(workdir, config) if replica is None else int(replica)
+    config = replicas_lib.replica_config(config, replica)
+  elif replica not in (None, 0):
+    raise ValueError(f'{workdir} holds one run (no replicas); got replica={replica}')
+  else:
+    replica = None
   model = create_model(config, config.video_dim, config.text_dim)
   abstract = {'params': abstract_params(config.model, config.video_dim, config.text_dim)}
   if sharding is not None:
     abstract = placed(abstract, sharding)
-  step, params, used = checkpointing.restore_params(workdir, checkpoint, abstract)
+  step, params, used = checkpointing.restore_params(workdir, checkpoint, abstract, replica)
   return config, model, params, step, used
 
 
@@ -227,3 +252,31 @@ def check_data_dims(config, info: Dict[str, Any], data_dir: str) -> None:
         f'the dataset {data_dir} does not fit the trained model:\n'
         f'{_fmt(diffs, "workdir", "dataset")}\n'
         'Use a dataset built from the same feature types as the training data.')
+
+
+def restore_replicas(workdir: str, checkpoint: str, config, sharding=None):
+  """Every replica's params stacked on a leading (R,) axis (each replica's best, or
+  the latest), placed on `sharding` when given. Returns (params, steps, used)."""
+  n = replicas_lib.num_replicas(config)
+  abstract = {'params': abstract_params(config.model, config.video_dim, config.text_dim)}
+  out, steps, used = [], [], []
+  for k in range(n):
+    step, params, name = checkpointing.restore_params(
+        workdir, checkpoint, None, None if n == 1 else k)
+    out.append(params)
+    steps.append(step)
+    used.append(name)
+  jax.tree.map(lambda a, x: _check_shape(a, x, workdir), abstract, out[0])
+  stacked = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *out)
+  if sharding is None:
+    return jax.tree.map(jnp.asarray, stacked), steps, used
+  # Every process holds the whole stack; each puts the parts its devices own.
+  return jax.tree.map(lambda x: jax.make_array_from_callback(x.shape, sharding,
+                                                             lambda idx: x[idx]),
+                      stacked), steps, used
+
+
+def _check_shape(abstract, x, workdir):
+  if tuple(abstract.shape) != tuple(x.shape):
+    raise ValueError(f'{workdir}: a checkpoint holds shape {x.shape} where the config '
+                     f'builds {abstract.shape}')

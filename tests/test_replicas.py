@@ -10,7 +10,7 @@ import pytest
 
 from momentdiff_jax import diffusion
 from momentdiff_jax import replicas
-from momentdiff_jax import train
+from momentdiff_jax import workdir as workdir_lib
 from momentdiff_jax import train_step as ts
 from tests.test_train_step import DT, DV, fixed_batch, small_config
 
@@ -71,10 +71,10 @@ def test_bad_sweep_values_are_named(key, value, match):
 def replica_run():
   """STEPS vmapped steps of the sweep config on a fixed batch: params and losses."""
   config = sweep_config()
-  model = train.create_model(config, DV, DT)
+  model = workdir_lib.create_model(config, DV, DT)
   schedule = diffusion.make_schedule(config.diffusion)
   init = replicas.replica_keys(config, 0)
-  params = jax.jit(jax.vmap(lambda r: train.init_params(model, config, r, DV, DT)))(init)
+  params = jax.jit(jax.vmap(lambda r: workdir_lib.init_params(model, config, r, DV, DT)))(init)
   tx = ts.make_optimizer(config, steps_per_epoch=100)
   r = replicas.num_replicas(config)
   state = ts.TrainState(step=jnp.zeros((r,), jnp.int32), params=params,
@@ -97,7 +97,7 @@ def test_replica_equals_separate_run(replica_run):
   config, model, schedule, batch, history, losses = replica_run
   index = 5   # seed + 1, the second learning rate
   cfg = replicas.replica_config(config, index)
-  params = jax.jit(lambda r: train.init_params(model, cfg, r, DV, DT))(
+  params = jax.jit(lambda r: workdir_lib.init_params(model, cfg, r, DV, DT))(
       jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 0))
   tx = ts.make_optimizer(cfg, steps_per_epoch=100)
   state = ts.TrainState(step=jnp.asarray(0), params=params, opt_state=tx.init(params))
@@ -140,3 +140,76 @@ def test_swept_values_reach_their_replicas(replica_run):
   # Different seeds: different initial params (independent replicas).
   leaf = jax.tree.leaves(history[0])[0]
   assert not np.allclose(leaf[0], leaf[1])
+
+
+def _run_sharded(out_path):
+  """In a process with 4 CPU devices: the `replica_run` steps on a (replica 2, data 2)
+  mesh (4 replicas per device group, each batch split over 2 devices); saves the
+  losses to `out_path`."""
+  from momentdiff_jax import mesh as mesh_lib
+  assert jax.device_count() == 4
+  assert [tuple(mesh_lib.make_mesh(r).devices.shape) for r in (1, 3, 4, 6, 8)] == [
+      (1, 4), (1, 4), (4, 1), (2, 2), (4, 1)]
+  config = sweep_config()
+  model = workdir_lib.create_model(config, DV, DT)
+  mesh = mesh_lib.make_mesh(2)
+  rsh, dsh = mesh_lib.replica_sharding(mesh), mesh_lib.data_sharding(mesh)
+  params = jax.jit(jax.vmap(lambda r: workdir_lib.init_params(model, config, r, DV, DT)),
+                   out_shardings=rsh)(replicas.replica_keys(config, 0))
+  tx = ts.make_optimizer(config, steps_per_epoch=100)
+  r = replicas.num_replicas(config)
+  state = ts.TrainState(step=jax.device_put(jnp.zeros((r,), jnp.int32), rsh), params=params,
+                        opt_state=jax.jit(jax.vmap(tx.init), out_shardings=rsh)(params))
+  step = jax.jit(ts.make_replica_train_step(model, config,
+                                            diffusion.make_schedule(config.diffusion), 100),
+                 in_shardings=(rsh, dsh, rsh, rsh), out_shardings=(rsh, rsh))
+  batch = jax.device_put({k: jnp.asarray(v) for k, v in fixed_batch(4).items()}, dsh)
+  rngs = jax.device_put(replicas.replica_keys(config, 1), rsh)
+  hp = jax.device_put(replicas.hparams(config), rsh)
+  losses = []
+  for _ in range(STEPS):
+    state, parts = step(state, batch, rngs, hp)
+    assert parts['total'].sharding.spec == rsh.spec
+    losses.append(jax.device_get(parts))
+  np.savez(out_path, **{f'{s}/{k}': v for s, p in enumerate(losses) for k, v in p.items()})
+
+
+def test_sharded_over_4_devices_equals_one_device(replica_run, tmp_path):
+  """Replicas split over 4 simulated devices (2 replica groups x 2-way data parallel)
+  == the same steps on one device: the first step's losses to 1e-5; later steps to
+  1e-3, Adam's first update (g / (|g| + eps)) amplifying reduction-order round-off."""
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4',
+             JAX_PLATFORMS='cpu', PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
+  out = tmp_path / 'sharded.npz'
+  res = subprocess.run([sys.executable, '-c', 'import sys; from tests import test_replicas as t; '
+                        't._run_sharded(sys.argv[1])', str(out)], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=900)
+  assert res.returncode == 0, res.stderr[-3000:]
+  sharded = np.load(out)
+  losses = replica_run[-1]
+  for s in range(STEPS):
+    for k, v in losses[s].items():
+      tol = 1e-5 if s == 0 else 1e-3
+      np.testing.assert_allclose(sharded[f'{s}/{k}'], v, rtol=tol, atol=tol,
+                                 err_msg=f'step {s} {k}')
+
+
+def test_data_order_follows_data_seed(tmp_path):
+  """Replicas share batches: the data comes from data.seed (default seed), not seed."""
+  from momentdiff_jax.data import TrainIterator, synthetic
+  from tests import data_fixtures as fx
+  data_dir = synthetic.write_synthetic(str(tmp_path / 'ds'), num_train=40, num_val=4,
+                                       num_test=4)
+
+  def batches(seed, data_seed):
+    c = fx.data_config(max_v_l=64, buckets=(32, 64), max_q_l=16)
+    c.batch_size, c.seed, c.data.seed = 8, seed, data_seed
+    it = TrainIterator(c, data_dir, prefetch=0)
+    return [next(it) for _ in range(3)]
+
+  ref = batches(3, None)
+  for other in (batches(7, 3), batches(3, 3)):
+    for a, b in zip(ref, other):
+      for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+  assert not np.array_equal(batches(7, None)[0]['query_feat'], ref[0]['query_feat'])
