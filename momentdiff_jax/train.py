@@ -173,8 +173,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   state = ts.TrainState(step=jax.device_put(jnp.full((n_rep,), start, jnp.int32), rsh),
                         params=params, opt_state=opt_state)
 
+  # The (R,) losses come back replicated: every process can read them (a few scalars).
   p_train_step = jax.jit(ts.make_replica_train_step(model, config, schedule, spe),
-                         in_shardings=(rsh, data_sh, rsh, rsh), out_shardings=(rsh, rsh),
+                         in_shardings=(rsh, data_sh, rsh, rsh), out_shardings=(rsh, repl),
                          donate_argnums=(0,))
   sample = ts.make_replica_sample_fn(model, config, schedule, config.diffusion.sampling_steps)
   sample_fn = jax.jit(lambda p, vf, vm, qf, qm, rng: sample(p, vf, vm, qf, qm, rng, hp))
@@ -247,7 +248,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
         log(f'{split} ({used[0]} checkpoint): ' + json.dumps(metrics[0]['brief']))
       else:
         mean, sd = replicas_lib.mean_std([m['brief'] for m in metrics])
-        log(f'{split} ({used[0]} checkpoints, mean ± std over {n_rep} replicas): '
+        log(f'{split} ({used[0].split("_")[0]} checkpoints, mean ± std over {n_rep} replicas): '
              + replicas_lib.format_mean_std(mean, sd))
   writer.write(n_steps, final)
   return final
