@@ -259,6 +259,8 @@ def _evaluate_all_replicas(workdir, config, dataset, split, checkpoint, sampling
   mesh = mesh_lib.make_mesh(len(reps))
   rsh = mesh_lib.replica_sharding(mesh)
   params, steps_used, used = workdir_lib.restore_replicas(workdir, checkpoint, config, rsh)
+  params = video_sources.align_to_dataset(config, params, dataset.info, log=_print0,
+                                          stacked=True)
   model = workdir_lib.create_model(config, config.video_dim, config.text_dim)
   steps = int(sampling_steps or config.diffusion.sampling_steps)
   hp = jax.device_put(replicas_lib.hparams(config), rsh)

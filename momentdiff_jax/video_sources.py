@@ -86,18 +86,20 @@ def input_permutation(model_sources: Optional[Sequence[str]],
   return np.concatenate(perm)
 
 
-def permute_first_video_block(params: dict, perm: np.ndarray) -> dict:
+def permute_first_video_block(params: dict, perm: np.ndarray, stacked: bool = False) -> dict:
   """Params whose first video projection reads inputs in the data's order.
 
-  `params` is the `{'params': ...}` tree (or its inner dict). Model input i is data
-  column perm[i], so the permuted block's row perm[i] is the original row i: its
-  LayerNorm scale and bias and its Linear kernel rows. A gather with the inverse
-  permutation, so it also runs on arrays placed over several devices or processes.
+  `params` is the `{'params': ...}` tree (or its inner dict); `stacked` when every leaf
+  has a leading replica axis (R, ...). Model input i is data column perm[i], so the
+  permuted block's row perm[i] is the original row i: its LayerNorm scale and bias and
+  its Linear kernel rows. A gather with the inverse permutation, so it also runs on
+  arrays placed over several devices or processes.
   """
   outer = 'params' in params and FIRST_VIDEO_BLOCK not in params
   tree = dict(params['params'] if outer else params)
   inv = jnp.asarray(np.argsort(perm))
-  rows = jax.jit(lambda x: jnp.take(x, inv, axis=0))
+  axis = 1 if stacked else 0
+  rows = jax.jit(lambda x: jnp.take(x, inv, axis=axis))
   block = {}
   for name, sub in tree[FIRST_VIDEO_BLOCK].items():
     if name == 'LayerNorm':
@@ -108,8 +110,11 @@ def permute_first_video_block(params: dict, perm: np.ndarray) -> dict:
   return {**params, 'params': tree} if outer else tree
 
 
-def align_to_dataset(config, params: dict, info: dict, log=print) -> dict:
-  """`params` reordered for a dataset's feature order (unchanged when it matches)."""
+def align_to_dataset(config, params: dict, info: dict, log=print, stacked: bool = False) -> dict:
+  """`params` reordered for a dataset's feature order (unchanged when it matches).
+
+  `stacked`: params of several replicas with a leading (R,) axis on every leaf.
+  """
   names, dims = dataset_sources(info)
   perm = input_permutation(config.get('video_sources'), names, dims, int(config.video_dim),
                            where=f'the dataset {config.data.get("dir", "")!r}')
@@ -117,4 +122,4 @@ def align_to_dataset(config, params: dict, info: dict, log=print) -> dict:
     return params
   log(f'Video feature sources: the weights expect {list(config.video_sources)}, the dataset '
       f'has {names}; the first video projection\'s input rows are permuted to match.')
-  return permute_first_video_block(params, perm)
+  return permute_first_video_block(params, perm, stacked)

@@ -1,5 +1,6 @@
 """Video feature source order: weights trained CLIP-first read a SlowFast-first dataset."""
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
@@ -64,6 +65,12 @@ def test_release_order_weights_on_slowfast_first_dataset(converted):
   out = model.apply(permuted, sf_first, *rest)
   for k in ('pred_logits', 'pred_spans', 'saliency'):
     assert np.abs(np.asarray(out[k]) - np.asarray(ref[k])).max() <= 1e-5, k
+  # Replicas stacked on a leading axis (evaluate.py --replica=all) get the same rows.
+  stacked = jax.tree.map(lambda x: jnp.stack([x, 2 * x]), {'params': params})
+  got = vs.align_to_dataset(config, stacked, info, log=logs.append, stacked=True)
+  for r in range(2):
+    jax.tree.map(lambda g, w, r=r: np.testing.assert_array_equal(
+        np.asarray(g[r]), (r + 1) * np.asarray(w)), got, permuted)
   # Without the permutation the SlowFast-first input gives another network's outputs.
   wrong = model.apply({'params': params}, sf_first, *rest)
   assert np.abs(np.asarray(wrong['saliency']) - np.asarray(ref['saliency'])).max() > 1e-2
