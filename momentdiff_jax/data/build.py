@@ -85,36 +85,38 @@ def build_dataset(*, train: str, test: str, video_dirs: Sequence[str],
                      f'{feature_dtype!r}')
   stats = collections.Counter()
   files = {'train': train, 'val': val, 'test': test}
-  indexes = []
-  for split, path in files.items():
-    if path is None:
-      continue
-    counts = {}
-    check_kw = dict(require_windows=(split == 'train'), tolerance=tolerance,
-                    on_bad_window=on_bad_window)
-    indexes.append(checks.check_file(path, split, max_rows, check_kw, text_dir, counts))
-    stats.update({f'{split}_{k}': v for k, v in counts.items() if v})
-  vids = {ix.split: set(ix.vid_queries) for ix in indexes}
-  val_vids = set()
-  if val is None:
-    val_vids = pick_val_videos(vids['train'], val_fraction, seed)
-    vids['train'], vids['val'] = vids['train'] - val_vids, val_vids
-    n_val = sum(indexes[0].vid_queries[v] for v in val_vids)
-    log(f'No --val given: {len(val_vids)} of the training videos ({val_fraction:.0%}, '
-        f'seed {seed}) and their {n_val} queries form the val split.')
-  for split in ('train', 'val', 'test'):
-    if not vids.get(split):
-      raise DataError(f'split {split!r} has no rows after validation')
+  # Per-row bookkeeping of the checking pass lives on disk (flat RSS in queries).
+  with checks.RowDB(output) as db:
+    indexes = []
+    for split, path in files.items():
+      if path is None:
+        continue
+      counts = {}
+      check_kw = dict(require_windows=(split == 'train'), tolerance=tolerance,
+                      on_bad_window=on_bad_window)
+      indexes.append(checks.check_file(path, split, max_rows, check_kw, text_dir, counts,
+                                       db, len(indexes)))
+      stats.update({f'{split}_{k}': v for k, v in counts.items() if v})
+    vids = {ix.split: set(ix.vid_queries) for ix in indexes}
+    val_vids = set()
+    if val is None:
+      val_vids = pick_val_videos(vids['train'], val_fraction, seed)
+      vids['train'], vids['val'] = vids['train'] - val_vids, val_vids
+      n_val = sum(indexes[0].vid_queries[v] for v in val_vids)
+      log(f'No --val given: {len(val_vids)} of the training videos ({val_fraction:.0%}, '
+          f'seed {seed}) and their {n_val} queries form the val split.')
+    for split in ('train', 'val', 'test'):
+      if not vids.get(split):
+        raise DataError(f'split {split!r} has no rows after validation')
 
-  def split_of(index, row):
-    return 'val' if index.split == 'train' and row['vid'] in val_vids else index.split
-  checks.check_splits_disjoint(indexes, max_rows, split_of)
-  for index in indexes:
-    checks.note_duplicate_rows(index, max_rows, split_of, stats, log)
-  # Presence of every file before reading any (one error listing them all).
-  all_vids = sorted(set().union(*vids.values()))
-  sources.check_video_files(all_vids, video_dirs)
-  del indexes
+    def split_of(index, row):
+      return 'val' if index.split == 'train' and row['vid'] in val_vids else index.split
+    checks.check_splits_disjoint(indexes, max_rows, split_of)
+    for index in indexes:
+      checks.note_duplicate_rows(index, max_rows, split_of, stats, log)
+    # Presence of every file before reading any (one error listing them all).
+    all_vids = sorted(set().union(*vids.values()))
+    sources.check_video_files(all_vids, video_dirs)
 
   video_reader = sources.VideoReader(video_dirs, normalize_video, pool_clips)
   text_reader = sources.TextReader(text_dir, text_key)
