@@ -19,8 +19,9 @@ sampling; no model) with the dataset's config, batch 32, for data.worker_count 0
 
 `--corpus_queries=N` instead generates a corpus of N training queries (small dims,
 `--queries_per_video` per video), builds it, reports the build's peak RSS, and trains
-`--train_steps` steps on it with main.py, reporting that process's peak RSS: run it
-at two sizes ~10x apart to see that neither grows with the number of queries.
+`--train_steps` steps on it with main.py (0: no training), reporting that process's
+peak RSS: run it at two sizes ~10x apart to see that neither grows with the number of
+queries.
 """
 import argparse
 import json
@@ -211,6 +212,17 @@ def run_corpus(args) -> dict:
                        text_dir=tdir, clip_len=1.0, output=out))
   figures.update(queries=n, bytes_on_disk=store.dir_bytes(out),
                  unique_feature_bytes=store.load_dataset_info(out)['unique_feature_bytes'])
+  print(json.dumps(figures), flush=True)
+  if args.train_steps > 0:
+    figures.update(_train_corpus(args, work, out))
+    print(json.dumps(figures), flush=True)
+  if not args.keep:
+    shutil.rmtree(work, ignore_errors=True)
+  return figures
+
+
+def _train_corpus(args, work, out) -> dict:
+  """Trains `args.train_steps` steps on the corpus with main.py: its peak RSS."""
   wd = os.path.join(work, 'train')
   cmd = [sys.executable, os.path.join(ROOT, 'main.py'),
          f'--config={os.path.join(ROOT, "configs", "synthetic.py")}', f'--workdir={wd}',
@@ -223,12 +235,8 @@ def run_corpus(args) -> dict:
   if res.returncode:
     raise RuntimeError(f'training failed: {res.stderr[-3000:]}')
   rss = json.loads(res.stderr.strip().splitlines()[-1])['peak_rss_bytes']
-  figures.update(train_steps=args.train_steps, train_s=time.perf_counter() - t,
-                 train_peak_rss_bytes=rss)
-  print(json.dumps(figures), flush=True)
-  if not args.keep:
-    shutil.rmtree(work, ignore_errors=True)
-  return figures
+  return dict(train_steps=args.train_steps, train_s=time.perf_counter() - t,
+              train_peak_rss_bytes=rss)
 
 
 def main():

@@ -202,6 +202,19 @@ def test_qid_in_two_splits(setup):
          val=val, test=str(tmp_path / 'test.jsonl'))
 
 
+def test_qid_key_collisions_are_confirmed_on_real_qids(setup, monkeypatch):
+  """Every qid hashed to one key (as a 64-bit collision would): no false repeat or
+  leak is reported, and a real repeat is still found by its real qid."""
+  from momentdiff_jax.data import checks
+  build, _, _, _, out, tmp_path = setup
+  monkeypatch.setattr(checks, 'qid_key', lambda qid: 0)
+  assert build()['counts'] == {'train': 3, 'val': 3, 'test': 3}
+  shutil.rmtree(out)
+  rows = ROWS + [dict(ROWS[1], query='b again')]
+  train = fx.write_jsonl(str(tmp_path / 'rep.jsonl'), rows)
+  _fails(build, out, r'rep.jsonl:4: qid 2.*line 2', train=train)
+
+
 def test_duplicate_rows_within_a_split(setup):
   build, _, _, _, out, tmp_path = setup
   rows = ROWS + [dict(ROWS[0], qid=7), dict(ROWS[2], qid=8), dict(ROWS[0], qid=9)]

@@ -70,8 +70,8 @@ def build_dataset(*, train: str, test: str, video_dirs: Sequence[str],
   Two streaming passes over the annotation files: the first checks every row and
   the presence of every feature file (no feature is read), the second reads each
   video once (on its first query), stores it, and appends each query's record. RAM
-  holds O(videos) bookkeeping and 16 bytes per query, never features of more than
-  one video and one query.
+  holds O(videos) bookkeeping (the first pass's per-row keys are in an on-disk table,
+  `checks.RowDB`), never features of more than one video and one query.
 
   Args:
     clip_len: seconds per clip (ignored for targets when `pool_clips` > 0: then
