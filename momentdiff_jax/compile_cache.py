@@ -10,7 +10,8 @@ Directory, first match wins: `JAX_COMPILATION_CACHE_DIR` (JAX's own variable),
 overrides it. Several processes may share the directory: with a size cap set, JAX
 guards every read and write of the cache with a file lock (and evicts least recently
 used entries beyond the cap); a cache entry that cannot be read is recompiled, never
-fatal. In multi-process (`jax.distributed`) runs JAX lets process 0 alone write.
+fatal. In multi-process (`jax.distributed`) runs JAX lets process 0 alone write; on CPU
+(gloo collectives, `launch/local.sh`) multi-process runs leave the cache off (see `enable`).
 """
 import os
 import threading
@@ -42,6 +43,12 @@ def enable(directory: Optional[str]) -> Optional[str]:
   Call before the first compile."""
   directory = default_dir() if directory is None else directory
   if directory.strip().lower() in OFF + ('',):
+    jax.config.update('jax_enable_compilation_cache', False)
+    return None
+  if jax.process_count() > 1 and jax.default_backend() == 'cpu':
+    # gloo (CPU collectives) allows 30 s for setting up each collective's context: a
+    # process that reads a program from the cache reaches it long before a peer that
+    # compiles the same program, and the run dies with DEADLINE_EXCEEDED.
     jax.config.update('jax_enable_compilation_cache', False)
     return None
   directory = os.path.abspath(os.path.expanduser(directory))
