@@ -43,6 +43,17 @@ def _latest_steps(workdir):
   return sorted(int(n) for n in os.listdir(d) if n.isdigit())
 
 
+def _assert_same_rows(full, killed):
+  """metrics.jsonl of a killed-and-resumed run equals the uninterrupted run's, row by row."""
+  a, b = _rows(full), _rows(killed)
+  assert [r['step'] for r in a] == [r['step'] for r in b]
+  for ra, rb in zip(a, b):
+    assert ra.keys() == rb.keys()
+    for k in ra:
+      assert ra[k] == pytest.approx(rb[k], rel=1e-6, abs=1e-6), (ra['step'], k)
+  return a
+
+
 def test_sigkill_resume_equals_uninterrupted(tmp_path):
   env = _env(tmp_path)
   full = tmp_path / 'full'
@@ -76,12 +87,7 @@ def test_sigkill_resume_equals_uninterrupted(tmp_path):
   assert len(summary) == 1 and f'read from the cache {tmp_path / "jax_cache"}' in summary[0]
   assert int(summary[0].split('(')[1].split()[0]) >= 3, summary
 
-  a, b = _rows(full), _rows(killed)
-  assert [r['step'] for r in a] == [r['step'] for r in b]
-  for ra, rb in zip(a, b):
-    assert ra.keys() == rb.keys()
-    for k in ra:
-      assert ra[k] == pytest.approx(rb[k], rel=1e-6, abs=1e-6), (ra['step'], k)
+  _assert_same_rows(full, killed)
   with open(full / 'eval' / 'test_metrics.json') as f:
     ma = json.load(f)
   with open(killed / 'eval' / 'test_metrics.json') as f:

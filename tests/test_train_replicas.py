@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.test_train import _cmd, _env, _latest_steps, _rows
+from tests.test_train import _assert_same_rows, _cmd, _env, _latest_steps
 
 K = 3
 FLAGS = [f'--config.num_seeds={K}', '--config.seed=4',
@@ -36,12 +36,7 @@ def test_k3_sigkill_resume_equals_uninterrupted(tmp_path):
                        text=True)
   assert '± ' in res.stdout + res.stderr   # the final report: mean ± std
 
-  a, b = _rows(full), _rows(killed)
-  assert [r['step'] for r in a] == [r['step'] for r in b]
-  for ra, rb in zip(a, b):
-    assert ra.keys() == rb.keys()
-    for k in ra:
-      assert ra[k] == pytest.approx(rb[k], rel=1e-6, abs=1e-6), (ra['step'], k)
+  a = _assert_same_rows(full, killed)
 
   # Rows: the mean beside every replica's value.
   train_row = next(r for r in a if 'train/total' in r)
