@@ -1,6 +1,7 @@
 """Training and inference speed at the Charades-STA SlowFast+CLIP shapes.
 
-  python benchmarks/speed.py [--output=speed.json] [--dtype=float32|bfloat16] [--num_seeds=K]
+  python benchmarks/speed.py [--output=speed.json] [--dtype=float32|bfloat16]
+      [--num_seeds=K | --num_seeds=1,4,16]
 
 Shapes: Dv 2818, Dt 512, N_r 5, configs/charades.py hyper-parameters; video lengths
 follow the real Charades-STA durations (1 clip/s, from ../shared/data/annotations/
@@ -12,7 +13,8 @@ its share of the batches, so the rates are per epoch of Charades-STA.
 
 Per device count it prints: compile time of the train step and of the sampler; train
 examples/s (of K = `--num_seeds` replicas trained at once, summed, and the step time
-per replica); inference queries/s for sampling steps 1, 2, 10, 50, 100 (the condition
+per replica; with a list of K, each K in turn and its ratios to the first K, measured in
+the same run: `by_num_seeds` in the JSON); inference queries/s for sampling steps 1, 2, 10, 50, 100 (the condition
 and the decoder keys/values computed once per query, the scan only runs the N_r
 rows); FLOPs per train example and per query from XLA's cost analysis and the
 achieved GFLOP/s next to the roof (`--roof_gflops`, ~210 on a 2-core CPU); peak
@@ -80,11 +82,10 @@ def peak_memory_bytes(devices) -> tuple[int, str]:
   return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, 'process peak RSS'
 
 
-def bench_train(model, config, params, devices, mix, lengths, args, log):
-  """Compile + time the training step of `args.num_seeds` replicas (the step main.py
-  runs: vmapped over a replica axis, on a (replica, data) mesh of `devices`) on each
-  bucket of `mix`; weighted rates, examples/s summed over the replicas."""
-  k = args.num_seeds
+def bench_train(model, config, params, devices, mix, lengths, args, log, k: int):
+  """Compile + time the training step of `k` replicas (the step main.py runs: vmapped
+  over a replica axis, on a (replica, data) mesh of `devices`) on each bucket of `mix`;
+  weighted rates, examples/s summed over the replicas."""
   r = math.gcd(k, len(devices))
   mesh = Mesh(np.asarray(devices).reshape(r, len(devices) // r), ('replica', 'data'))
   rsh, data = NamedSharding(mesh, P('replica')), NamedSharding(mesh, P('data'))
@@ -216,9 +217,10 @@ def main():
   ap.add_argument('--train_batch', type=int, default=32)
   ap.add_argument('--infer_batch', type=int, default=0,
                   help='Queries per sampler call (default: 64 on CPU, 1024 on accelerators).')
-  ap.add_argument('--num_seeds', type=int, default=1,
+  ap.add_argument('--num_seeds', default='1',
                   help='Replicas trained at once (main.py --config.num_seeds); train '
-                       'examples/s are summed over them.')
+                       'examples/s are summed over them. A comma list (e.g. 1,4,16) '
+                       'measures each in turn; the top-level train figures are the last.')
   ap.add_argument('--steps', default='1,2,10,50,100')
   ap.add_argument('--train_iters', type=int, default=0, help='Timed steps per bucket.')
   ap.add_argument('--infer_iters', type=int, default=0, help='Timed calls per bucket.')
@@ -236,6 +238,13 @@ def main():
                                                         'annotations', 'charades'))
   args = ap.parse_args()
   args.steps = [int(s) for s in args.steps.split(',')]
+  try:
+    seeds_list = [int(k) for k in str(args.num_seeds).split(',')]
+  except ValueError:
+    seeds_list = []
+  if not seeds_list or min(seeds_list) < 1:
+    ap.error(f'--num_seeds={args.num_seeds}: expected positive integers, e.g. 1,4,16')
+  args.num_seeds = seeds_list[-1]
   devices = jax.devices()
   accel = devices[0].platform != 'cpu'
   args.infer_batch = args.infer_batch or (1024 if accel else 64)
@@ -272,24 +281,35 @@ def main():
     empty_tr = dict(examples_per_s=None, compile_s=None, gflop_per_example=None, gflops=None,
                     step_s=None, step_s_per_replica=None)
     empty_inf = dict(queries_per_s={}, gflop_per_query={}, compile_s={})
-    tr, inf = empty_tr, empty_inf
+    tr, inf, by_k = empty_tr, empty_inf, {}
     for part in parts:
       if part == 'infer':
         inf = bench_infer(model, config, params, mesh, infer_mix, lengths, args, log)
       elif part == 'train':
-        tr = bench_train(model, config, params, devices[:n], train_mix, lengths, args, log)
+        for k in seeds_list:
+          by_k[str(k)] = tr = bench_train(model, config, params, devices[:n], train_mix,
+                                          lengths, args, log, k)
+          log(f'  train {tr["examples_per_s"]:.1f} ex/s summed over {k} replica(s), '
+              f'step {tr["step_s"] * 1e3:.1f} ms ({tr["step_s_per_replica"] * 1e3:.1f} ms '
+              f'per replica) (release CPU: 30), '
+              f'{tr["gflop_per_example"]:.2f} GFLOP/ex, {tr["gflops"]:.0f} GFLOP/s '
+              f'(matmul roof {roof:.0f} per device); compile {tr["compile_s"]:.1f}s')
+    if len(by_k) > 1:
+      base_k = seeds_list[0]
+      base = by_k[str(base_k)]
+      for k, row in by_k.items():
+        # Ratios within this run: the machine's state is shared by every K.
+        row['step_time_vs_first'] = row['step_s'] / base['step_s']
+        row['throughput_vs_first'] = row['examples_per_s'] / base['examples_per_s']
+        log(f'  K={k}: step {row["step_time_vs_first"]:.2f}x the K={base_k} step '
+            f'(K/{base_k} = {int(k) / base_k:g}x the work), summed throughput '
+            f'{row["throughput_vs_first"]:.2f}x')
     mem, mem_kind = peak_memory_bytes(devices[:n])
-    if tr['examples_per_s']:
-      log(f'  train {tr["examples_per_s"]:.1f} ex/s summed over {args.num_seeds} replica(s), '
-          f'step {tr["step_s"] * 1e3:.1f} ms ({tr["step_s_per_replica"] * 1e3:.1f} ms per '
-          f'replica) (release CPU: 30), '
-          f'{tr["gflop_per_example"]:.2f} GFLOP/ex, {tr["gflops"]:.0f} GFLOP/s '
-          f'(matmul roof {roof:.0f} per device); compile {tr["compile_s"]:.1f}s')
     log('  infer ' + ', '.join(f'{k} steps {v:.0f} q/s' for k, v in inf['queries_per_s'].items())
         + ' (release CPU: 10 steps 63, 50 steps 13)')
     log(f'  peak memory {mem / 2**20:.0f} MiB ({mem_kind})')
     results[str(n)] = dict(train=tr, infer=inf, peak_memory_bytes=mem,
-                           peak_memory_kind=mem_kind)
+                           peak_memory_kind=mem_kind, by_num_seeds=by_k)
 
   top = results[str(counts[-1])]
   out = {
@@ -298,6 +318,9 @@ def main():
       'dtype': args.dtype,
       'jax_version': jax.__version__,
       'num_seeds': args.num_seeds,
+      # {K: the train figures of K replicas, with step_time_vs_first and
+      # throughput_vs_first against the first K of --num_seeds}; top-level = the last K.
+      'by_num_seeds': top['by_num_seeds'],
       'train_examples_per_s': top['train']['examples_per_s'],
       'train_step_s': top['train']['step_s'],
       'train_step_s_per_replica': top['train']['step_s_per_replica'],
