@@ -5,6 +5,7 @@ Sits below `train`, `evaluation` and `predictor` (they all import it; it imports
 the model, checkpointing and video_sources), so the import graph flows one way: entry
 points -> train / evaluation / predictor -> workdir -> checkpointing, model.
 """
+import ast
 import json
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -209,6 +210,19 @@ def parse_overrides(items: Sequence[str]) -> Dict[str, str]:
   return out
 
 
+def _parse_value(text: str):
+  """An override's text as JSON (`false`, `16`, `[32, 64]`) or a Python literal
+  (`False`, `(32, 64)`, as ml_collections flags take them), else the bare string."""
+  try:
+    return json.loads(text)
+  except ValueError:
+    pass
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text                         # a bare string: data.dir=/x
+
+
 def apply_overrides(config, overrides: Dict[str, str]):
   """A copy of a workdir's `config` with `overrides` (text values, typed like the
   workdir's). Keys that change the parameters (MODEL_KEYS) and unknown keys raise
@@ -227,10 +241,7 @@ def apply_overrides(config, overrides: Dict[str, str]):
     raise ConfigMismatch('; '.join(parts))
   out = ml_collections.ConfigDict(config.to_dict())
   for key, text in overrides.items():
-    try:
-      value = json.loads(text)
-    except ValueError:
-      value = text                      # a bare string: data.dir=/x
+    value = _parse_value(text)
     *parents, leaf = key.split('.')
     node = out
     for p in parents:

@@ -115,6 +115,11 @@ def test_evaluate_overrides(run):
                                   workdir_lib.parse_overrides(['eval_batch_size=8',
                                                                f'data.dir={ds}']))
   assert c.eval_batch_size == 8 and c.data.dir == ds
+  # Python literals as ml_collections flags take them, and JSON.
+  for text, want in (('False', False), ('false', False), ('True', True)):
+    c = workdir_lib.apply_overrides(checkpointing.load_config(wd),
+                                    workdir_lib.parse_overrides([f'round_windows={text}']))
+    assert c.round_windows is want
 
 
 @pytest.fixture(scope='module')

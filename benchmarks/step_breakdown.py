@@ -1,0 +1,174 @@
+"""Where the time of one training step goes, at the Charades-STA SlowFast+CLIP shapes.
+
+  python benchmarks/step_breakdown.py [--lv=32] [--batch=32] [--num_seeds=1]
+      [--dtype=float32|bfloat16] [--output=FILE.json]
+
+On one length bucket (`--lv` clips, the most common Charades-STA training bucket by
+default) it compiles and times, each as its own program on the same inputs:
+
+  step        the update main.py runs (forward, backward, matching, AdamW; K replicas
+              vmapped when `--num_seeds` > 1)
+  loss        the forward pass and losses only (includes the matching)
+  grad        forward + backward, no optimizer
+  matching    the in-jit Hungarian matcher alone, once per decoder layer as the loss
+              calls it, on (B, N_r) predictions against (B, M) GT windows
+  optimizer   gradient clipping + AdamW + apply on the parameter tree alone
+  dispatch    an empty jitted call: the floor of any call's launch latency
+
+and two ways of running `--iters` steps: blocking on every step's losses (what a loop
+that reads its losses each step does) and blocking once at the end (what main.py does:
+losses are fetched every `log_every_steps`). Their gap is the cost of host syncs.
+Shares are of the `step` time; parts overlap (loss is inside grad is inside step), so
+they do not add up to 100%.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import speed_inputs as inputs
+from configs import charades
+from momentdiff_jax import diffusion
+from momentdiff_jax import matching
+from momentdiff_jax import train_step as ts
+from momentdiff_jax import workdir as workdir_lib
+
+VIDEO_DIM, TEXT_DIM = 2818, 512
+
+
+def _time(fn, iters: int) -> float:
+  """Seconds per call: one warm-up call, then the mean over `iters` (blocking once)."""
+  jax.block_until_ready(fn())
+  t = time.perf_counter()
+  for _ in range(iters):
+    out = fn()
+  jax.block_until_ready(out)
+  return (time.perf_counter() - t) / iters
+
+
+def _compiled(fn, *args, **kw):
+  t = time.perf_counter()
+  c = jax.jit(fn, **kw).lower(*args).compile()
+  return c, time.perf_counter() - t
+
+
+def main():
+  ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  ap.add_argument('--lv', type=int, default=32, help='Padded video length (a bucket).')
+  ap.add_argument('--batch', type=int, default=32)
+  ap.add_argument('--num_seeds', type=int, default=1, help='Replicas in the step.')
+  ap.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'])
+  ap.add_argument('--iters', type=int, default=0, help='Timed calls (default 20 on '
+                  'accelerators, 6 on CPU).')
+  ap.add_argument('--output', default='')
+  ap.add_argument('--annotations', default=os.path.join(ROOT, '..', 'shared', 'data',
+                                                        'annotations', 'charades'))
+  args = ap.parse_args()
+  dev = jax.devices()[0]
+  iters = args.iters or (6 if dev.platform == 'cpu' else 20)
+  log = lambda s: print(s, flush=True)
+
+  config = charades.get_config()
+  config.model.dtype = args.dtype
+  lengths = inputs.load_lengths(args.annotations, config.data.max_v_l, config.data.max_q_l)
+  batch = inputs.train_batch(np.random.default_rng(args.lv), args.batch, args.lv, lengths,
+                             config)
+  batch = jax.device_put(batch, dev)
+  model = workdir_lib.create_model(config, VIDEO_DIM, TEXT_DIM)
+  schedule = diffusion.make_schedule(config.diffusion)
+  tx = ts.make_optimizer(config, 100)
+  params = jax.jit(lambda r: workdir_lib.init_params(model, config, r, VIDEO_DIM,
+                                                     TEXT_DIM))(jax.random.PRNGKey(0))
+  rng = jax.random.PRNGKey(1)
+  k = args.num_seeds
+  log(f'device: {dev.device_kind} ({dev.platform}); jax {jax.__version__}; '
+      f'Lv {args.lv}, batch {args.batch}, {k} replica(s), {args.dtype}')
+
+  times, compile_s = {}, {}
+
+  # The step main.py runs (replica axis even for K = 1, as there).
+  kp = jax.tree.map(lambda x: jnp.stack([x] * k), params)
+  state = ts.TrainState(step=jnp.zeros((k,), jnp.int32), params=kp,
+                        opt_state=jax.vmap(tx.init)(kp))
+  rngs = jax.random.split(rng, k)
+  step, compile_s['step'] = _compiled(ts.make_replica_train_step(model, config, schedule, 100),
+                                      state, batch, rngs, {}, donate_argnums=(0,))
+  holder = [state]
+
+  def run_step():
+    holder[0], parts = step(holder[0], batch, rngs, {})
+    return parts['total']
+
+  times['step'] = _time(run_step, iters)
+
+  loss_fn = lambda p, b, r: ts.loss_fn(p, model, config, schedule, b, r)[0]
+  loss, compile_s['loss'] = _compiled(loss_fn, params, batch, rng)
+  times['loss'] = _time(lambda: loss(params, batch, rng), iters)
+  grad, compile_s['grad'] = _compiled(jax.grad(loss_fn), params, batch, rng)
+  times['grad'] = _time(lambda: grad(params, batch, rng), iters)
+
+  # Matching inputs of the shapes the loss sees: Ld layers of (B, N, 2).
+  ld, n = config.model.dec_layers, config.diffusion.num_spans
+  r = np.random.default_rng(0)
+  logits = jnp.asarray(r.standard_normal((ld, args.batch, n, 2)), jnp.float32)
+  spans = jnp.asarray(np.stack([r.uniform(0.05, 0.95, (ld, args.batch, n)),
+                                r.uniform(0.02, 0.5, (ld, args.batch, n))], -1), jnp.float32)
+  layers = ld if config.loss.aux else 1
+
+  def match_all(logits, spans, tgt, mask):
+    return [matching.match_batch(logits[i], spans[i], tgt, mask, config.matcher)
+            ['tgt_idx_for_pred'] for i in range(layers)]
+
+  match, compile_s['matching'] = _compiled(match_all, logits, spans, batch['span_targets'],
+                                           batch['span_mask'])
+  times['matching'] = _time(lambda: match(logits, spans, batch['span_targets'],
+                                          batch['span_mask']), iters)
+
+  grads = grad(params, batch, rng)
+  opt_state = tx.init(params)
+
+  def opt_fn(grads, opt_state, params):
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+  opt, compile_s['optimizer'] = _compiled(opt_fn, grads, opt_state, params)
+  times['optimizer'] = _time(lambda: opt(grads, opt_state, params), iters)
+  x = jnp.zeros((8,), jnp.float32)
+  empty, _ = _compiled(lambda x: x + 1, x)
+  times['dispatch'] = _time(lambda: empty(x), max(iters, 100))
+
+  # Host syncs: the same steps, blocking on each step's losses vs once at the end.
+  t = time.perf_counter()
+  for _ in range(iters):
+    float(jax.device_get(run_step()[0]))
+  times['step_blocking_each'] = (time.perf_counter() - t) / iters
+  times['step_blocking_once'] = _time(run_step, iters)
+
+  full = times['step']
+  log(f'{"part":22s} {"ms":>10s} {"of step":>8s} {"compile s":>10s}')
+  for name, sec in times.items():
+    log(f'{name:22s} {sec * 1e3:10.2f} {sec / full:8.1%} '
+        f'{compile_s.get(name, float("nan")):10.1f}')
+  log(f'train examples/s (summed over {k} replica(s)): {k * args.batch / full:.1f}')
+  if args.output:
+    with open(args.output, 'w') as f:
+      json.dump({'device': f'{dev.device_kind} ({dev.platform})', 'jax_version': jax.__version__,
+                 'lv': args.lv, 'batch': args.batch, 'num_seeds': k, 'dtype': args.dtype,
+                 'iters': iters, 'seconds': times, 'compile_s': compile_s,
+                 'share_of_step': {n: s / full for n, s in times.items()},
+                 'train_examples_per_s': k * args.batch / full}, f, indent=1)
+    log(f'wrote {args.output}')
+
+
+if __name__ == '__main__':
+  main()
