@@ -12,7 +12,8 @@ FEATS/slowfast_features/<vid>.npz (key `features`, (num_clips, dim) float32) and
 (e.g. openai/clip-vit-base-patch32); --slowfast_weights a SlowFast 8x8 R50 Kinetics-400
 checkpoint as the SlowFast model zoo / pytorchvideo publish it. Nothing is downloaded.
 Frames are sampled per clip as the public feature releases were (docs/features.md).
-A rerun skips videos whose files exist; unreadable videos are listed at the end.
+A rerun skips videos whose files exist; unreadable videos are listed at the end (exit
+status 3, the others written; 1 for an error before any video is read).
 """
 import argparse
 import os
@@ -87,7 +88,9 @@ def main(argv=None):
   except (ValueError, FileNotFoundError, WeightsError, DataError) as e:
     print(f'extract_features: error: {e}', file=sys.stderr)
     return 1
-  return 0   # unreadable videos are listed above, the others are written
+  # Unreadable videos are listed above and the others written; a distinct status lets
+  # a pipeline notice the gap without parsing the log.
+  return 3 if summary['failed'] else 0
 
 
 if __name__ == '__main__':
