@@ -25,9 +25,9 @@ setup(
     ],
     extras_require={
         'test': ['pytest>=8.0', 'pytest-xdist>=3.5', 'safetensors>=0.4', 'regex>=2023.0',
-                 'transformers>=4.40', 'pytorchvideo>=0.1.5'],
+                 'ftfy>=6.0', 'transformers>=4.40', 'pytorchvideo>=0.1.5'],
         # Backbones for feature extraction: safetensors weights, CLIP's tokenizer.
-        'features': ['safetensors>=0.4', 'regex>=2023.0'],
+        'features': ['safetensors>=0.4', 'regex>=2023.0', 'ftfy>=6.0'],
         'cuda12': ['jax[cuda12]>=0.6.0'],
         'tpu': ['jax[tpu]>=0.6.0'],
         'torch': ['torch>=2.1'],

@@ -58,3 +58,14 @@ def test_tokenizer_json_and_missing_files(tmp_path):
   assert ids.tolist() == expect['input_ids'] and mask.tolist() == expect['attention_mask']
   with pytest.raises(FileNotFoundError, match='vocab.json.*openai/clip-vit-base-patch32'):
     ClipTokenizer.from_dir(str(tmp_path / 'a' / 'nothing'))
+
+
+def test_clean_repairs_mojibake_like_openai(tmp_path):
+  """OpenAI's basic_clean: ftfy.fix_text, HTML entities unescaped twice, whitespace."""
+  pytest.importorskip('ftfy')
+  from momentdiff_jax.features.clip_tokenizer import clean  # pylint: disable=g-import-not-at-top
+  assert clean('  Person opens the cafÃ©   door &amp;amp; LEAVES ') == \
+      'person opens the café door & leaves'
+  clip_vocab.write_vocab(str(tmp_path), ['a person in the café'], num_merges=20)
+  tok = ClipTokenizer.from_dir(str(tmp_path))
+  assert tok(['a person in the cafÃ©'])[0].tolist() == tok(['a person in the café'])[0].tolist()

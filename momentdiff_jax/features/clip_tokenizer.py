@@ -7,8 +7,10 @@ UTF-8 bytes to printable characters (GPT-2's byte table), mark the word's end wi
 `</w>` and apply the merges in rank order. A query becomes
 `<|startoftext|> tokens <|endoftext|>` padded to the 77-token context; longer queries
 keep their first 75 tokens (what `clip.tokenize(truncate=True)` and Hugging Face's
-`CLIPTokenizer(truncation=True)` do). OpenAI also runs `ftfy.fix_text` (repair of
-mis-decoded text); it is not applied here, annotation text is clean Unicode.
+`CLIPTokenizer(truncation=True)` do). Like OpenAI's, the cleaning first repairs
+mis-decoded text with `ftfy.fix_text` (`cafÃ©` -> `café`) when ftfy is installed (it
+is in the `features` extra); without it only the NFC normalization is applied, which
+gives the same tokens on clean Unicode.
 
 Files: `vocab.json` + `merges.txt` (Hugging Face `save_pretrained`), else
 `tokenizer.json` (Hugging Face tokenizers format).
@@ -25,6 +27,10 @@ try:
   import regex  # \p{L} / \p{N} classes; a dependency of transformers and of CLIP itself
 except ImportError:  # pragma: no cover
   regex = None
+try:
+  import ftfy  # repairs mojibake as OpenAI's clip.tokenize does
+except ImportError:  # pragma: no cover
+  ftfy = None
 
 BOS = '<|startoftext|>'
 EOS = '<|endoftext|>'
@@ -56,7 +62,11 @@ def byte_table() -> dict:
 
 
 def clean(text: str) -> str:
-  text = unicodedata.normalize('NFC', text)
+  """OpenAI's `basic_clean` + `whitespace_clean`, lower-cased."""
+  if ftfy is not None:
+    text = ftfy.fix_text(text)      # NFC included
+  else:
+    text = unicodedata.normalize('NFC', text)
   text = html.unescape(html.unescape(text)).strip()
   return ' '.join(text.split()).lower()
 
