@@ -37,6 +37,7 @@ import numpy as np
 import optax
 
 import speed_inputs as inputs
+from speed import _timeit as _time  # one warm-up call, then the mean over iters
 from configs import charades
 from momentdiff_jax import diffusion
 from momentdiff_jax import matching
@@ -44,16 +45,6 @@ from momentdiff_jax import train_step as ts
 from momentdiff_jax import workdir as workdir_lib
 
 VIDEO_DIM, TEXT_DIM = 2818, 512
-
-
-def _time(fn, iters: int) -> float:
-  """Seconds per call: one warm-up call, then the mean over `iters` (blocking once)."""
-  jax.block_until_ready(fn())
-  t = time.perf_counter()
-  for _ in range(iters):
-    out = fn()
-  jax.block_until_ready(out)
-  return (time.perf_counter() - t) / iters
 
 
 def _compiled(fn, *args, **kw):
