@@ -82,6 +82,16 @@ def peak_memory_bytes(devices) -> tuple[int, str]:
   return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, 'process peak RSS'
 
 
+def replica_state(params, tx, k: int, sharding=None) -> ts.TrainState:
+  """The state main.py's replica step takes: K copies of `params` (new arrays, so the
+  step may donate them and the caller's stay) with fresh optimizer states, step 0."""
+  params = jax.jit(lambda p: jax.tree.map(lambda x: jnp.stack([x] * k), p),
+                   out_shardings=sharding)(params)
+  return ts.TrainState(step=jax.device_put(jnp.zeros((k,), jnp.int32), sharding),
+                       params=params,
+                       opt_state=jax.jit(jax.vmap(tx.init), out_shardings=sharding)(params))
+
+
 def bench_train(model, config, params, devices, mix, lengths, args, log, k: int):
   """Compile + time the training step of `k` replicas (the step main.py runs: vmapped
   over a replica axis, on a (replica, data) mesh of `devices`) on each bucket of `mix`;
@@ -94,11 +104,7 @@ def bench_train(model, config, params, devices, mix, lengths, args, log, k: int)
   step = jax.jit(ts.make_replica_train_step(model, config, schedule, 100),
                  in_shardings=(rsh, data, rsh, rsh), out_shardings=(rsh, rsh),
                  donate_argnums=(0,))
-  # K copies of the caller's params (the state is donated; the caller's stay).
-  params = jax.jit(lambda p: jax.tree.map(lambda x: jnp.stack([x] * k), p),
-                   out_shardings=rsh)(params)
-  state = ts.TrainState(step=jax.device_put(jnp.zeros((k,), jnp.int32), rsh), params=params,
-                        opt_state=jax.jit(jax.vmap(tx.init), out_shardings=rsh)(params))
+  state = replica_state(params, tx, k, rsh)
   rng = jax.device_put(jax.random.split(jax.random.PRNGKey(0), k), rsh)
   hp = {}
   rows = {}

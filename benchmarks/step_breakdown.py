@@ -38,6 +38,7 @@ import optax
 
 import speed_inputs as inputs
 from speed import _timeit as _time  # one warm-up call, then the mean over iters
+from speed import replica_state
 from configs import charades
 from momentdiff_jax import diffusion
 from momentdiff_jax import matching
@@ -88,9 +89,7 @@ def main():
   times, compile_s = {}, {}
 
   # The step main.py runs (replica axis even for K = 1, as there).
-  kp = jax.tree.map(lambda x: jnp.stack([x] * k), params)
-  state = ts.TrainState(step=jnp.zeros((k,), jnp.int32), params=kp,
-                        opt_state=jax.vmap(tx.init)(kp))
+  state = replica_state(params, tx, k)
   rngs = jax.random.split(rng, k)
   step, compile_s['step'] = _compiled(ts.make_replica_train_step(model, config, schedule, 100),
                                       state, batch, rngs, {}, donate_argnums=(0,))
