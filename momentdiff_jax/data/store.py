@@ -161,9 +161,10 @@ class DatasetWriter:
     return False
 
   def _files(self):
-    files = [self._videos, self._offsets]
+    """Every open output: the .npy appenders and the jsonl text files."""
+    files = [self._videos, self._offsets, self._ids]
     for s in self._splits.values():
-      files += [s['records'], s['text'], s['windows']]
+      files += [s['records'], s['text'], s['windows'], s['rows']]
     return [f for f in files if f is not None]
 
   def abort(self):
@@ -172,10 +173,6 @@ class DatasetWriter:
         f.close()
       except Exception:  # pylint: disable=broad-except
         pass
-    for s in self._splits.values():
-      s['rows'].close()
-    if self._ids is not None:
-      self._ids.close()
     shutil.rmtree(self.tmp, ignore_errors=True)
 
   def _path(self, name: str) -> str:
@@ -266,9 +263,6 @@ class DatasetWriter:
     """Closes the files, writes metadata.json, renames the temp dir into place."""
     for f in self._files():
       f.close()
-    self._ids.close()
-    for s in self._splits.values():
-      s['rows'].close()
     counts = {name: s['records'].n for name, s in self._splits.items()}
     meta = dict(metadata, format=FORMAT, format_version=FORMAT_VERSION,
                 feature_dtype=self.feature_dtype, counts=counts,
