@@ -85,6 +85,15 @@ def build_dataset(*, train: str, test: str, video_dirs: Sequence[str],
                      f'{feature_dtype!r}')
   stats = collections.Counter()
   files = {'train': train, 'val': val, 'test': test}
+  val_vids = set()   # training videos moved to val (no --val): set after the first pass
+
+  def check_kw(file_split):
+    return dict(require_windows=(file_split == 'train'), tolerance=tolerance,
+                on_bad_window=on_bad_window)
+
+  def split_of(file_split, vid):
+    return 'val' if file_split == 'train' and vid in val_vids else file_split
+
   # Per-row bookkeeping of the checking pass lives on disk (flat RSS in queries).
   with checks.RowDB(output) as db:
     indexes = []
@@ -92,15 +101,12 @@ def build_dataset(*, train: str, test: str, video_dirs: Sequence[str],
       if path is None:
         continue
       counts = {}
-      check_kw = dict(require_windows=(split == 'train'), tolerance=tolerance,
-                      on_bad_window=on_bad_window)
-      indexes.append(checks.check_file(path, split, max_rows, check_kw, text_dir, counts,
-                                       db, len(indexes)))
+      indexes.append(checks.check_file(path, split, max_rows, check_kw(split), text_dir,
+                                       counts, db, len(indexes)))
       stats.update({f'{split}_{k}': v for k, v in counts.items() if v})
     vids = {ix.split: set(ix.vid_queries) for ix in indexes}
-    val_vids = set()
     if val is None:
-      val_vids = pick_val_videos(vids['train'], val_fraction, seed)
+      val_vids.update(pick_val_videos(vids['train'], val_fraction, seed))
       vids['train'], vids['val'] = vids['train'] - val_vids, val_vids
       n_val = sum(indexes[0].vid_queries[v] for v in val_vids)
       log(f'No --val given: {len(val_vids)} of the training videos ({val_fraction:.0%}, '
@@ -109,11 +115,11 @@ def build_dataset(*, train: str, test: str, video_dirs: Sequence[str],
       if not vids.get(split):
         raise DataError(f'split {split!r} has no rows after validation')
 
-    def split_of(index, row):
-      return 'val' if index.split == 'train' and row['vid'] in val_vids else index.split
-    checks.check_splits_disjoint(indexes, max_rows, split_of)
+    def row_split(index, row):
+      return split_of(index.split, row['vid'])
+    checks.check_splits_disjoint(indexes, max_rows, row_split)
     for index in indexes:
-      checks.note_duplicate_rows(index, max_rows, split_of, stats, log)
+      checks.note_duplicate_rows(index, max_rows, row_split, stats, log)
     # Presence of every file before reading any (one error listing them all).
     all_vids = sorted(set().union(*vids.values()))
     sources.check_video_files(all_vids, video_dirs)
@@ -132,12 +138,10 @@ def build_dataset(*, train: str, test: str, video_dirs: Sequence[str],
     for file_split, path in files.items():
       if path is None:
         continue
-      check_kw = dict(require_windows=(file_split == 'train'), tolerance=tolerance,
-                      on_bad_window=on_bad_window)
       for r in checks.iter_rows(path, max_rows):
-        if not sources.validate_row(r, path, stats={}, **check_kw):
+        if not sources.validate_row(r, path, stats={}, **check_kw(file_split)):
           continue
-        split = 'val' if file_split == 'train' and r['vid'] in val_vids else file_split
+        split = split_of(file_split, r['vid'])
         r['_file'] = path
         _add_query(writer, split, r, video_reader, text_reader, clip_len, pool_clips,
                    video_dirs, text_dir, lengths, split_vids, bar)
