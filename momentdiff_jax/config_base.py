@@ -18,6 +18,24 @@ SWEEPABLE = (
 )
 
 
+def get_key(config, key: str):
+  """The value at a dotted key (`'loss.giou'`); KeyError when a part is missing."""
+  node = config
+  for part in key.split('.'):
+    node = node[part]
+  return node
+
+
+def set_key(config, key: str, value) -> None:
+  """Sets the leaf of a dotted key whose parents exist (TypeError from a type-safe
+  ConfigDict when the value's type differs from the leaf's)."""
+  *parents, leaf = key.split('.')
+  node = config
+  for part in parents:
+    node = node[part]
+  node[leaf] = value
+
+
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0

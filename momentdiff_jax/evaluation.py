@@ -10,7 +10,6 @@ from jax.experimental import multihost_utils
 from momentdiff_jax import checkpointing
 from momentdiff_jax import diffusion
 from momentdiff_jax import mesh as mesh_lib
-from momentdiff_jax import checkpointing
 from momentdiff_jax import metrics as metrics_lib
 from momentdiff_jax import replicas as replicas_lib
 from momentdiff_jax import train_step as ts
@@ -224,7 +223,7 @@ def evaluate_workdir(workdir: str, split: str = 'test', checkpoint: str = 'best'
   workdir_lib.check_data_dims(config, dataset.info, dataset.data_dir)
   reps = replicas_lib.replicas(config)
   if len(reps) > 1 and str(replica) == 'all':
-    return _evaluate_all_replicas(workdir, config, dataset, split, checkpoint,
+    return _evaluate_all_replicas(workdir, config, reps, dataset, split, checkpoint,
                                   sampling_steps, plots, num_trajectories)
   index = None if len(reps) == 1 or str(replica) == 'all' else int(replica)
   mesh = mesh_lib.make_mesh()
@@ -253,9 +252,8 @@ def evaluate_workdir(workdir: str, split: str = 'test', checkpoint: str = 'best'
   return metrics
 
 
-def _evaluate_all_replicas(workdir, config, dataset, split, checkpoint, sampling_steps, plots,
-                           num_trajectories) -> Optional[dict]:
-  reps = replicas_lib.replicas(config)
+def _evaluate_all_replicas(workdir, config, reps, dataset, split, checkpoint, sampling_steps,
+                           plots, num_trajectories) -> Optional[dict]:
   mesh = mesh_lib.make_mesh(len(reps))
   rsh = mesh_lib.replica_sharding(mesh)
   params, steps_used, used = workdir_lib.restore_replicas(workdir, checkpoint, config, rsh)

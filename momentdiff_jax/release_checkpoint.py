@@ -19,6 +19,8 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from momentdiff_jax import config_base
+
 TORCH_HINT = ('PyTorch is needed only to read release checkpoints. Install the CPU wheel, '
               "e.g. `pip install -e '.[torch]'` (or `pip install torch --index-url "
               'https://download.pytorch.org/whl/cpu`).')
@@ -144,23 +146,6 @@ def settings_from_opt(opt: dict) -> dict:
   return out
 
 
-def _get(config, key):
-  node = config
-  for part in key.split('.'):
-    if part not in node:
-      return None
-    node = node[part]
-  return node
-
-
-def _set(config, key, value):
-  *parents, leaf = key.split('.')
-  node = config
-  for part in parents:
-    node = node[part]
-  node[leaf] = value
-
-
 def _same(a, b) -> bool:
   if isinstance(a, float) or isinstance(b, float):
     try:
@@ -186,8 +171,11 @@ def apply_settings(config, settings: dict, explicit: dict) -> list[str]:
           lines.append(f'conflict: {key} = {explicit[key]!r} given explicitly, the '
                        f'checkpoint says {value!r}: using {explicit[key]!r}')
         continue
-      old = _get(config, key)
+      try:
+        old = config_base.get_key(config, key)
+      except KeyError:
+        old = None
       if old is not None and not _same(old, value):
         lines.append(f'from the checkpoint: {key} = {value!r} (config file: {old!r})')
-      _set(config, key, list(value) if isinstance(value, tuple) else value)
+      config_base.set_key(config, key, list(value) if isinstance(value, tuple) else value)
   return lines

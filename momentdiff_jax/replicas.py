@@ -20,7 +20,7 @@ from typing import Any, Optional
 import ml_collections
 import numpy as np
 
-from momentdiff_jax.config_base import SWEEPABLE
+from momentdiff_jax.config_base import SWEEPABLE, get_key, set_key
 
 # Swept keys whose values must be > 0 (0 would change the program's meaning, e.g.
 # grad_clip_norm = 0 means "no clipping", not "clip to 0").
@@ -43,21 +43,6 @@ def data_seed(config) -> int:
   return int(config.seed if s is None else s)
 
 
-def _get(config, key: str):
-  node = config
-  for part in key.split('.'):
-    node = node[part]
-  return node
-
-
-def _set(config, key: str, value):
-  *parents, leaf = key.split('.')
-  node = config
-  for part in parents:
-    node = node[part]
-  node[leaf] = value
-
-
 def sweep_values(config) -> dict[str, tuple[float, ...]]:
   """`config.sweep` parsed: {dotted key: values}, keys sorted; empty without a sweep.
 
@@ -69,7 +54,7 @@ def sweep_values(config) -> dict[str, tuple[float, ...]]:
   out = {}
   for key in SWEEPABLE:
     try:
-      raw = _get(sweep, key)
+      raw = get_key(sweep, key)
     except (KeyError, AttributeError):
       continue
     if raw is None:
@@ -139,7 +124,7 @@ def with_hparams(config, hp: dict) -> ml_collections.ConfigDict:
     return config
   out = ml_collections.ConfigDict(config.to_dict(), type_safe=False)
   for key, value in hp.items():
-    _set(out, key, value)
+    set_key(out, key, value)
   return out
 
 
@@ -155,10 +140,10 @@ def replica_config(config, index: int) -> ml_collections.ConfigDict:
   out.seed = rep.seed
   out.num_seeds = 1
   for key in SWEEPABLE:
-    if _get(out.sweep, key) is not None:
-      _set(out.sweep, key, None)
+    if get_key(out.sweep, key) is not None:
+      set_key(out.sweep, key, None)
   for key, value in rep.values.items():
-    _set(out, key, type(_get(config, key))(value))
+    set_key(out, key, type(get_key(config, key))(value))
   return out
 
 

@@ -16,6 +16,7 @@ import ml_collections
 import numpy as np
 
 from momentdiff_jax import checkpointing
+from momentdiff_jax import config_base
 from momentdiff_jax import replicas as replicas_lib
 from momentdiff_jax import video_sources
 from momentdiff_jax.model import MomentDiff, abstract_params
@@ -241,13 +242,8 @@ def apply_overrides(config, overrides: Dict[str, str]):
     raise ConfigMismatch('; '.join(parts))
   out = ml_collections.ConfigDict(config.to_dict())
   for key, text in overrides.items():
-    value = _parse_value(text)
-    *parents, leaf = key.split('.')
-    node = out
-    for p in parents:
-      node = node[p]
     try:
-      node[leaf] = value
+      config_base.set_key(out, key, _parse_value(text))
     except TypeError:
       raise ConfigMismatch(f'override {key}={text}: the workdir\'s value is '
                            f'{json.dumps(flat[key])}, of another type') from None
