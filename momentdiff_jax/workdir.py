@@ -112,11 +112,12 @@ def init_from(source_workdir: str, config, info: dict, params, sharding=None, lo
   another order permute the first video projection's input rows; others stop the run.
   """
   src_config, _, src, step, used = restore_model(source_workdir, 'best', sharding)
-  want = jax.tree_util.tree_leaves_with_path(params)
-  got = dict((jax.tree_util.keystr(p), x.shape) for p, x in
-             jax.tree_util.tree_leaves_with_path(src))
-  bad = [f'{jax.tree_util.keystr(p)}: source {got.get(jax.tree_util.keystr(p))}, run {x.shape}'
-         for p, x in want if got.get(jax.tree_util.keystr(p)) != x.shape]
+  def shapes(tree):
+    return {jax.tree_util.keystr(p): x.shape
+            for p, x in jax.tree_util.tree_leaves_with_path(tree)}
+  want, got = shapes(params), shapes(src)
+  bad = [f'{k}: source {got.get(k)}, run {shape}' for k, shape in want.items()
+         if got.get(k) != shape]
   if bad or len(got) != len(want):
     raise ValueError(f'init_from={source_workdir}: its parameters do not fit this run\'s '
                      f'model ({len(bad)} differ: ' + '; '.join(bad[:5]) + '). Use the '
