@@ -112,16 +112,11 @@ def init_from(source_workdir: str, config, info: dict, params, sharding=None, lo
   another order permute the first video projection's input rows; others stop the run.
   """
   src_config, _, src, step, used = restore_model(source_workdir, 'best', sharding)
-  def shapes(tree):
-    return {jax.tree_util.keystr(p): x.shape
-            for p, x in jax.tree_util.tree_leaves_with_path(tree)}
-  want, got = shapes(params), shapes(src)
-  bad = [f'{k}: source {got.get(k)}, run {shape}' for k, shape in want.items()
-         if got.get(k) != shape]
-  if bad or len(got) != len(want):
-    raise ValueError(f'init_from={source_workdir}: its parameters do not fit this run\'s '
-                     f'model ({len(bad)} differ: ' + '; '.join(bad[:5]) + '). Use the '
-                     'same model config and feature dims as the source workdir.')
+  try:   # "stored": the source's parameters; "config": this run's model
+    checkpointing.check_params_fit(src, params, f'init_from={source_workdir}')
+  except checkpointing.CheckpointMismatch as e:
+    raise checkpointing.CheckpointMismatch(
+        f'{e}\nUse the same model config and feature dims as the source workdir.') from None
   src = video_sources.align_to_dataset(src_config, src, info, log=log)
   log(f'Initialized from {source_workdir} ({used} checkpoint, step {step}).')
   return src
