@@ -35,11 +35,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import speed_inputs as inputs
 from configs import charades
 from momentdiff_jax import diffusion
+from momentdiff_jax import mesh as mesh_lib
 from momentdiff_jax import train_step as ts
 from momentdiff_jax import workdir as workdir_lib
 
@@ -96,9 +96,8 @@ def bench_train(model, config, params, devices, mix, lengths, args, log, k: int)
   """Compile + time the training step of `k` replicas (the step main.py runs: vmapped
   over a replica axis, on a (replica, data) mesh of `devices`) on each bucket of `mix`;
   weighted rates, examples/s summed over the replicas."""
-  r = math.gcd(k, len(devices))
-  mesh = Mesh(np.asarray(devices).reshape(r, len(devices) // r), ('replica', 'data'))
-  rsh, data = NamedSharding(mesh, P('replica')), NamedSharding(mesh, P('data'))
+  mesh = mesh_lib.make_mesh(k, devices)
+  rsh, data = mesh_lib.replica_sharding(mesh), mesh_lib.data_sharding(mesh)
   schedule = diffusion.make_schedule(config.diffusion)
   tx = ts.make_optimizer(config, 100)
   step = jax.jit(ts.make_replica_train_step(model, config, schedule, 100),
@@ -141,7 +140,7 @@ def bench_train(model, config, params, devices, mix, lengths, args, log, k: int)
 
 def bench_infer(model, config, params, mesh, mix, lengths, args, log):
   """Compile + time the sampler per step count and bucket; weighted queries/s."""
-  data = NamedSharding(mesh, P('data'))
+  data = mesh_lib.data_sharding(mesh)
   schedule = diffusion.make_schedule(config.diffusion)
   rng = jax.random.PRNGKey(1)
   per_steps, flops_q, compile_s = {}, {}, {}
@@ -278,8 +277,8 @@ def main():
 
   results = {}
   for n in counts:
-    mesh = Mesh(np.asarray(devices[:n]), ('data',))
-    repl = NamedSharding(mesh, P())
+    mesh = mesh_lib.make_mesh(1, devices[:n])
+    repl = mesh_lib.replicated(mesh)
     params = jax.jit(lambda r: workdir_lib.init_params(model, config, r, VIDEO_DIM, TEXT_DIM),
                      out_shardings=repl)(jax.random.PRNGKey(0))
     log(f'== {n} device(s)')

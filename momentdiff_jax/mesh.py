@@ -36,10 +36,10 @@ def maybe_initialize_distributed(coordinator: str = '', num_processes: int = 0,
     jax.distributed.initialize()
 
 
-def make_mesh(num_replicas: int = 1) -> Mesh:
-  """Devices in process order as (gcd(num_replicas, #devices), rest) over
-  ('replica', 'data')."""
-  devices = np.asarray(jax.devices())
+def make_mesh(num_replicas: int = 1, devices=None) -> Mesh:
+  """`devices` (default: every device, in process order) as (gcd(num_replicas,
+  #devices), rest) over ('replica', 'data')."""
+  devices = np.asarray(jax.devices() if devices is None else devices)
   r = math.gcd(int(num_replicas), devices.size)
   return Mesh(devices.reshape(r, devices.size // r), ('replica', 'data'))
 
