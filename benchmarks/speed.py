@@ -264,6 +264,10 @@ def main():
   lengths = inputs.load_lengths(args.annotations, config.data.max_v_l, config.data.max_q_l)
   train_mix, mean_padded = inputs.train_mix(lengths, config, args.train_batch, args.min_share)
   infer_mix = inputs.infer_mix(lengths, config, args.infer_batch, args.min_share)
+  for part, mix in (('train', train_mix), ('infer', infer_mix)):
+    if part in args.parts.split(',') and not mix:
+      ap.error(f'--min_share={args.min_share}: no {part} bucket holds that share of the '
+               f'batches; lower it')
   device_name = f'{len(devices)} x {devices[0].device_kind} ({devices[0].platform})'
   log(f'device: {device_name}; jax {jax.__version__}; dtype {args.dtype}; '
       f'lengths from {lengths["source"]}')

@@ -40,3 +40,13 @@ def test_speed_rejects_bad_num_seeds(tmp_path):
       env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True, timeout=300)
   assert res.returncode == 2
   assert '--num_seeds=0,4' in res.stderr
+
+
+def test_speed_refuses_a_min_share_no_bucket_reaches(tmp_path):
+  """Named before anything compiles (it was a ZeroDivisionError after the compiles)."""
+  res = subprocess.run(
+      [sys.executable, os.path.join(ROOT, 'benchmarks', 'speed.py'), '--parts=infer',
+       '--min_share=0.9'],
+      env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True, timeout=300)
+  assert res.returncode == 2
+  assert '--min_share=0.9: no infer bucket' in res.stderr
