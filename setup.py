@@ -24,8 +24,11 @@ setup(
         'av>=12.0',
     ],
     extras_require={
+        # Everything the tests import: torch, transformers and pytorchvideo are the
+        # references of the parity tests (a plain lower bound; CPU-only machines install
+        # torch's CPU wheel first, see README; .ci/run pins it exactly).
         'test': ['pytest>=8.0', 'pytest-xdist>=3.5', 'safetensors>=0.4', 'regex>=2023.0',
-                 'ftfy>=6.0', 'transformers>=4.40', 'pytorchvideo>=0.1.5'],
+                 'ftfy>=6.0', 'torch>=2.1', 'transformers>=4.40', 'pytorchvideo>=0.1.5'],
         # Backbones for feature extraction: safetensors weights, CLIP's tokenizer.
         'features': ['safetensors>=0.4', 'regex>=2023.0', 'ftfy>=6.0'],
         'cuda12': ['jax[cuda12]>=0.6.0'],

@@ -5,13 +5,39 @@ import os
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ANNOTATIONS = os.path.join(REPO, '..', 'shared', 'data', 'annotations')
+# ../shared beside the repository (a development checkout): the full annotation files
+# and the authors' release. A user's clone has none of it; tests that need the full
+# files skip, naming them, and the small cuts under tests/fixtures/ always run.
+SHARED = os.path.join(REPO, '..', 'shared')
+ANNOTATIONS = os.path.join(SHARED, 'data', 'annotations')
+FIXTURES = os.path.join(REPO, 'tests', 'fixtures')
+RELEASE_DIR_ENV = 'MOMENTDIFF_RELEASE_DIR'
 DIMS = (6, 4)       # two video feature types (e.g. SlowFast + CLIP, tiny)
 TEXT_DIM = 5
 
 
 def annotation(*parts):
+  """A full annotation file under ../shared/data/annotations."""
   return os.path.join(ANNOTATIONS, *parts)
+
+
+def fixture(*parts):
+  """A file under tests/fixtures (cuts of the real files, see its README.md)."""
+  return os.path.join(FIXTURES, *parts)
+
+
+def release_dir():
+  """The authors' release checkout: $MOMENTDIFF_RELEASE_DIR, else ../shared/release
+  when that folder exists, else None. A variable naming a missing folder is an error
+  (a typo must not turn the parity test into a skip)."""
+  given = os.environ.get(RELEASE_DIR_ENV)
+  if given:
+    if not os.path.isdir(os.path.join(given, 'momentdiff')):
+      raise FileNotFoundError(f'{RELEASE_DIR_ENV}={given}: no momentdiff/ package there '
+                              '(expected a checkout of the authors\' release)')
+    return given
+  default = os.path.normpath(os.path.join(SHARED, 'release'))
+  return default if os.path.isdir(os.path.join(default, 'momentdiff')) else None
 
 
 def head_jsonl(src: str, dst: str, n: int) -> str:

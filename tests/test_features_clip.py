@@ -5,10 +5,9 @@ import os
 import jax
 import numpy as np
 import pytest
-
-torch = pytest.importorskip('torch')
-transformers = pytest.importorskip('transformers')
-safetensors_numpy = pytest.importorskip('safetensors.numpy')
+import safetensors.numpy as safetensors_numpy
+import torch
+import transformers
 
 from momentdiff_jax.features import clip as clip_lib  # pylint: disable=g-import-not-at-top
 from momentdiff_jax.features import weights as weights_lib  # pylint: disable=g-import-not-at-top

@@ -13,10 +13,8 @@ import sys
 
 import numpy as np
 import pytest
-
-torch = pytest.importorskip('torch')
-transformers = pytest.importorskip('transformers')
-pytest.importorskip('av')
+import torch
+import transformers
 
 from momentdiff_jax.features import backbones as bb  # pylint: disable=g-import-not-at-top
 from momentdiff_jax.features import video  # pylint: disable=g-import-not-at-top

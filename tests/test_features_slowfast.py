@@ -9,8 +9,7 @@ seconds; the depths (3, 4, 6, 3), kernels and strides are R50's.
 import jax
 import numpy as np
 import pytest
-
-torch = pytest.importorskip('torch')
+import torch
 
 from momentdiff_jax.features import slowfast as slowfast_lib  # pylint: disable=g-import-not-at-top
 from momentdiff_jax.features import weights as weights_lib  # pylint: disable=g-import-not-at-top
@@ -21,7 +20,6 @@ T_FAST, SIZE, ALPHA = 8, 64, 4
 
 @pytest.fixture(scope='module')
 def reference(tmp_path_factory):
-  pytest.importorskip('pytorchvideo')
   model = backbone_fixtures.tiny_slowfast_model(t_fast=T_FAST, size=SIZE, alpha=ALPHA)
   d = tmp_path_factory.mktemp('slowfast')
   for layout in ('pytorchvideo', 'slowfast_repo'):
@@ -92,7 +90,6 @@ def test_bad_files_and_shapes(reference, backbone, tmp_path):
 def test_full_r50_layout_is_inferred():
   """The published R50 8x8 tensor layout (pytorchvideo's slowfast_r50 defaults) gives
   the 2304-d feature and the documented architecture (`r50_config`)."""
-  pytest.importorskip('pytorchvideo')
   from momentdiff_jax.features.slowfast_model import r50_config  # pylint: disable=g-import-not-at-top
   model = backbone_fixtures.create_slowfast_builder()(model_depth=50)
   shapes = {k: np.zeros(tuple(v.shape), np.float32) for k, v in model.state_dict().items()}

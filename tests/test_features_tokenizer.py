@@ -5,8 +5,7 @@ import os
 
 import numpy as np
 import pytest
-
-transformers = pytest.importorskip('transformers')
+import transformers
 
 from momentdiff_jax.features.clip_tokenizer import ClipTokenizer  # pylint: disable=g-import-not-at-top
 from tests import clip_vocab  # pylint: disable=g-import-not-at-top
@@ -62,7 +61,6 @@ def test_tokenizer_json_and_missing_files(tmp_path):
 
 def test_clean_repairs_mojibake_like_openai(tmp_path):
   """OpenAI's basic_clean: ftfy.fix_text, HTML entities unescaped twice, whitespace."""
-  pytest.importorskip('ftfy')
   from momentdiff_jax.features.clip_tokenizer import clean  # pylint: disable=g-import-not-at-top
   assert clean('  Person opens the cafÃ©   door &amp;amp; LEAVES ') == \
       'person opens the café door & leaves'

@@ -8,10 +8,9 @@ HERO's padding / reshape / cut / linspace), not from the streaming code under te
 import fractions
 import math
 
+import av
 import numpy as np
 import pytest
-
-av = pytest.importorskip('av')
 
 from momentdiff_jax.features import video  # pylint: disable=g-import-not-at-top
 

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch
 
 from momentdiff_jax import torch_mapping as tm
 from momentdiff_jax.config_base import base_config
@@ -21,6 +22,7 @@ from momentdiff_jax.model.denoiser import CrossAttention
 from momentdiff_jax.model.encoder import EncoderLayer
 from momentdiff_jax.model.layers import layer_norm
 from momentdiff_jax.model import abstract_params
+from tests import data_fixtures as fx
 
 D, H, FFN, DV, DT = 32, 4, 48, 20, 12
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -119,12 +121,7 @@ def test_learned_text_position_is_mapped():
 
 
 # ------------------------------------------------------------------ parity with torch
-def _torch():
-  return pytest.importorskip('torch')
-
-
 def test_layer_norm_matches_torch(small):
-  torch = _torch()
   params, _ = tm.torch_to_flax(small['sd'], small['table'])
   x = np.random.RandomState(3).randn(2, 5, DV).astype(np.float32) * 3 + 7
   ours = layer_norm(jnp.float32).apply({'params': params['input_vid_proj_0']['LayerNorm']}, x)
@@ -137,7 +134,6 @@ def test_layer_norm_matches_torch(small):
 def test_encoder_layer_matches_torch(small):
   """Self-attention (torch's own nn.MultiheadAttention fed the release's in_proj) +
   PReLU FFN + post-norms, vs torch from first principles, on converted weights."""
-  torch = _torch()
   F = torch.nn.functional
   params, _ = tm.torch_to_flax(small['sd'], small['table'])
   pre = 'transformer.encoder.layers.0.'
@@ -169,7 +165,6 @@ def test_cross_attention_kdim_ne_vdim_matches_torch(small):
   """The decoder's attention: keys/queries of 2D (per head [content | position]),
   values of D, scale (2D/H)^-0.5, key padding, out_proj; torch from first principles
   in the release's sequence-first layout."""
-  torch = _torch()
   params, _ = tm.torch_to_flax(small['sd'], small['table'])
   sd = small['sd']
   pre = 'transformer.diffusion_decoder.layers.1.cross_attn.out_proj.'
@@ -200,7 +195,6 @@ def test_cross_attention_kdim_ne_vdim_matches_torch(small):
 
 def test_converter_script_writes_workdir(small, tmp_path):
   """torch.save'd release-style checkpoint -> workdir -> restored params are exact."""
-  torch = _torch()
   ckpt = tmp_path / 'model_best.ckpt'
   torch.save({'model': {k: torch.from_numpy(v) for k, v in small['sd'].items()},
               'epoch': 3}, str(ckpt))
@@ -231,10 +225,14 @@ def test_converter_script_writes_workdir(small, tmp_path):
     np.testing.assert_array_equal(np.asarray(got), x)
 
 
-@pytest.mark.skipif(not os.environ.get('MOMENTDIFF_RELEASE_DIR'),
-                    reason='set MOMENTDIFF_RELEASE_DIR to a checkout of the authors\' release')
-def test_release_model_parity():
-  """Optional: the authors' own modules (random init, CPU) vs ours on converted weights.
+RELEASE_DIR = fx.release_dir()
+
+
+@pytest.mark.skipif(RELEASE_DIR is None,
+                    reason='no authors\' release: set MOMENTDIFF_RELEASE_DIR to a checkout of '
+                    'it (default ../shared/release, absent here)')
+def test_release_model_parity(monkeypatch):
+  """The authors' own modules (random init, CPU) vs ours on converted weights.
 
   Checks the table against the real state_dict (names, shapes) and the whole
   network's outputs (encoder saliency, every decoder layer's logits and spans) for
@@ -245,9 +243,9 @@ def test_release_model_parity():
   d, h, ffn = 256, 8, 64
   cfg = base_config().model
   cfg.hidden_dim, cfg.num_heads, cfg.ffn_dim = d, h, ffn
-  torch = _torch()
-  sys.path.insert(0, os.environ['MOMENTDIFF_RELEASE_DIR'])
-  torch.Tensor.cuda = lambda self, *a, **k: self  # the release hard-codes .cuda()
+  monkeypatch.syspath_prepend(RELEASE_DIR)
+  # The release hard-codes .cuda(): patched for this test only, never its files.
+  monkeypatch.setattr(torch.Tensor, 'cuda', lambda self, *a, **k: self)
   from momentdiff.model import build_model  # pylint: disable=import-outside-toplevel
   args = types.SimpleNamespace(
       device='cpu', hidden_dim=d, dropout=0.1, num_queries=5, nheads=h, dim_feedforward=ffn,
@@ -329,7 +327,6 @@ def test_release_checkpoint_file_converts_with_its_opt(tmp_path):
   """The whole file the release writes -> workdir; the config comes from its `opt`
   (3 T2V + 3 encoder layers from `enc_layers`, D, heads, N_r, sources...), an explicit
   flag wins over it with the conflict printed, and the params are exact."""
-  torch = _torch()
   cfg = small_cfg()
   cfg.t2v_layers = cfg.enc_layers = 3
   params = random_params(cfg, seed=3)
@@ -366,7 +363,6 @@ def test_release_checkpoint_file_converts_with_its_opt(tmp_path):
 
 def test_checkpoint_with_other_globals_is_refused_by_name(tmp_path, small):
   """A class outside the allowed set is named and nothing from the file runs."""
-  torch = _torch()
   from momentdiff_jax import release_checkpoint
   marker = tmp_path / 'ran'
 

@@ -75,7 +75,7 @@ def test_release_order_weights_on_slowfast_first_dataset(converted):
   wrong = model.apply({'params': params}, sf_first, *rest)
   assert np.abs(np.asarray(wrong['saliency']) - np.asarray(ref['saliency'])).max() > 1e-2
   # The first block against torch with the release's own tensors, on CLIP-first input.
-  torch = pytest.importorskip('torch')
+  import torch  # pylint: disable=import-outside-toplevel
   x = torch.from_numpy(clip_first)
   ln = torch.nn.functional.layer_norm(
       x, (DV,), torch.from_numpy(sd['input_vid_proj.0.LayerNorm.weight']),
