@@ -40,15 +40,6 @@ def release_dir():
   return default if os.path.isdir(os.path.join(default, 'momentdiff')) else None
 
 
-def head_jsonl(src: str, dst: str, n: int) -> str:
-  with open(src) as f, open(dst, 'w') as g:
-    for i, line in enumerate(f):
-      if i >= n:
-        break
-      g.write(line)
-  return dst
-
-
 def write_jsonl(path: str, rows) -> str:
   with open(path, 'w') as f:
     for r in rows:

@@ -11,8 +11,10 @@ from tests import data_fixtures as fx
 
 TRAIN = fx.annotation('charades', 'charades_sta_train_tvr_format.jsonl')
 TEST = fx.annotation('charades', 'charades_sta_test_tvr_format.jsonl')
-needs_shared = pytest.mark.skipif(not os.path.exists(TRAIN),
-                                  reason='../shared annotations absent')
+needs_shared = pytest.mark.skipif(
+    not os.path.exists(TRAIN),
+    reason='full Charades-STA and anti-bias annotation files (../shared/data/annotations) '
+    'absent: split counts need every row; qid restoration runs on the cuts in tests/fixtures')
 AUTHORS = {'len': (11633, 985), 'mom': (6662, 1297)}
 
 
@@ -76,18 +78,24 @@ def test_real_charades_matches_authors(kind, tmp_path):
   assert [r['qid'] for r in other['train']] != [r['qid'] for r in out['train']]
 
 
-@needs_shared
-def test_cli_prints_table_beside_authors(tmp_path):
+def test_cli_writes_the_splits_and_prints_table_beside_authors(tmp_path):
+  """On the Charades-STA heads in tests/fixtures; the reference dir there holds a cut
+  of the authors' Mom test file only, so only its test column is shown."""
+  train = fx.fixture('annotations', 'charades', 'charades_sta_train_tvr_format.jsonl')
+  test = fx.fixture('annotations', 'charades', 'charades_sta_test_tvr_format.jsonl')
   script = os.path.join(fx.REPO, 'data_prep', 'make_antibias_splits.py')
-  r = subprocess.run([sys.executable, script, '--kind=mom', f'--train={TRAIN}',
-                      f'--test={TEST}', f'--output={tmp_path}',
-                      f'--reference_dir={fx.annotation("charades_mom")}'],
+  r = subprocess.run([sys.executable, script, '--kind=mom', f'--train={train}',
+                      f'--test={test}', f'--output={tmp_path}', '--seed=2',
+                      f'--reference_dir={fx.fixture("annotations", "charades_mom")}'],
                      capture_output=True, text=True, check=True)
   print(r.stdout)
-  assert 'train (authors)' in r.stdout and 'test (ours)' in r.stdout
-  assert 'share start>15s' in r.stdout
-  rows = antibias.read_rows(str(tmp_path / 'train_mom_80.jsonl'))
-  assert len(rows) == AUTHORS['mom'][0]
+  assert 'test (authors)' in r.stdout and 'test (ours)' in r.stdout
+  assert 'train (authors)' not in r.stdout and 'share start>15s' in r.stdout
+  want = antibias.make_splits(antibias.read_rows(train), antibias.read_rows(test), 'mom',
+                              seed=2)
+  for split in ('train', 'test'):
+    got = antibias.read_rows(str(tmp_path / f'{split}_mom_80.jsonl'))
+    assert got == want[split] and got
 
 
 # ------------------------------------------------------------- the authors' files, own qids
@@ -103,6 +111,41 @@ def test_restore_qids_small():
   mapped, unmapped, near = antibias.restore_qids(authors, orig, near_text=0.9)
   assert [r['qid'] for r in mapped] == [10, 11] and [l for l, _ in unmapped] == [3]
   assert near == [(2, authors[1], 'person atart sneezing.')]
+
+
+def test_restore_qids_on_cuts_of_the_authors_files(tmp_path):
+  """tests/fixtures: the authors' test rows around their 4 retyped queries (Len line
+  497, Mom lines 485, 840, 940 of the full files) and the original Charades-STA test
+  rows with the same vid and windows. Exact matches map; the retyped rows map only with
+  --near_text, to the original of the same vid and windows."""
+  originals = antibias.read_rows(fx.fixture('annotations', 'charades',
+                                            'antibias_test_originals.jsonl'))
+  by_qid = {r['qid']: r for r in originals}
+  for kind, n, retyped in (('len', 100, {50: 'looking in mirror,then person starts '
+                                             'undressing.'}),
+                           ('mom', 120, {20: 'person opened the box adn llooked in to it.',
+                                         60: 'person drank from the glass,put the glass down.',
+                                         100: 'person atart sneezing.'})):
+    rows = antibias.read_rows(fx.fixture('annotations', f'charades_{kind}',
+                                         f'test_{kind}_80.jsonl'))
+    assert len(rows) == n
+    mapped, unmapped, _ = antibias.restore_qids(rows, originals)
+    assert len(mapped) == n - len(retyped) and [l for l, _ in unmapped] == sorted(retyped)
+    mapped, unmapped, near = antibias.restore_qids(rows, originals, near_text=0.9)
+    assert len(mapped) == n and not unmapped and len({r['qid'] for r in mapped}) == n
+    assert {line: original_query for line, _, original_query in near} == retyped
+    for r in mapped:
+      o = by_qid[r['qid']]
+      assert (o['vid'], o['relevant_windows']) == (r['vid'], r['relevant_windows'])
+  out = tmp_path / 'test_len_80.jsonl'
+  res = subprocess.run(
+      [sys.executable, os.path.join(fx.REPO, 'data_prep', 'restore_antibias_qids.py'),
+       f'--authors={fx.fixture("annotations", "charades_len", "test_len_80.jsonl")}',
+       f'--original={fx.fixture("annotations", "charades", "antibias_test_originals.jsonl")}',
+       f'--output={out}'], capture_output=True, text=True)
+  assert res.returncode == 0, res.stderr
+  assert '99 of 100 rows' in res.stdout and 'line 50' in res.stdout
+  assert len(antibias.read_rows(str(out))) == 99
 
 
 @needs_shared

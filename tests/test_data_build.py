@@ -1,17 +1,14 @@
-"""Building from real annotation heads + generated features; loaded == numpy."""
+"""Building from real annotation heads (tests/fixtures) + generated features; loaded == numpy."""
 import json
 import os
 
 import numpy as np
-import pytest
 
 from momentdiff_jax.data import pipeline, store
 from momentdiff_jax.data.build import build_dataset
 from tests import data_fixtures as fx
 
-N_ROWS = 300
-needs_shared = pytest.mark.skipif(
-    not os.path.isdir(fx.ANNOTATIONS), reason='../shared annotations absent')
+CHARADES_ROWS, QVH_ROWS = 300, 200      # the heads shipped under tests/fixtures
 
 
 def _build(tmp_path, train, test, clip_len, val=None, **kw):
@@ -69,16 +66,14 @@ def _check_split_against_numpy(out, split, vdirs, tdir, clip_len, cfg):
   assert seen == len(rows)
 
 
-@needs_shared
 def test_charades_head(tmp_path):
-  train = fx.head_jsonl(fx.annotation('charades', 'charades_sta_train_tvr_format.jsonl'),
-                        str(tmp_path / 'train.jsonl'), N_ROWS)
-  test = fx.head_jsonl(fx.annotation('charades', 'charades_sta_test_tvr_format.jsonl'),
-                       str(tmp_path / 'test.jsonl'), N_ROWS)
+  train = fx.fixture('annotations', 'charades', 'charades_sta_train_tvr_format.jsonl')
+  test = fx.fixture('annotations', 'charades', 'charades_sta_test_tvr_format.jsonl')
+  n_rows = CHARADES_ROWS
   out, vdirs, tdir, summary, logs = _build(tmp_path, train, test, 1.0, seed=3)
   info = store.load_dataset_info(out)
   counts = info['counts']
-  assert counts['train'] + counts['val'] == N_ROWS and counts['test'] == N_ROWS
+  assert counts['train'] + counts['val'] == n_rows and counts['test'] == n_rows
   assert any('val split' in l for l in logs)        # the log says val came from train
   train_vids = {r['vid'] for r in store.load_rows(out, 'train')}
   val_vids = {r['vid'] for r in store.load_rows(out, 'val')}
@@ -90,23 +85,20 @@ def test_charades_head(tmp_path):
   assert video_sources.dataset_sources(info) == (['video0', 'video1'], list(fx.DIMS))
   assert summary['length_stats']['test_clips']['max'] <= 128
   # Plain .npy files: readable with numpy alone.
-  assert np.load(os.path.join(out, 'test_records.npy')).shape == (N_ROWS,)
+  assert np.load(os.path.join(out, 'test_records.npy')).shape == (n_rows,)
   assert np.load(os.path.join(out, 'videos.npy')).shape[1] == sum(fx.DIMS)
   cfg = fx.data_config(max_v_l=200, buckets=(32, 64, 128, 200))
   _check_split_against_numpy(out, 'test', vdirs, tdir, 1.0, cfg)
 
 
-@needs_shared
 def test_qvhighlights_head(tmp_path):
-  train = fx.head_jsonl(fx.annotation('highlight', 'highlight_train_release.jsonl'),
-                        str(tmp_path / 'train.jsonl'), N_ROWS)
-  val = fx.head_jsonl(fx.annotation('highlight', 'highlight_val_release.jsonl'),
-                      str(tmp_path / 'val.jsonl'), N_ROWS)
-  test = fx.head_jsonl(fx.annotation('highlight', 'highlight_test_release.jsonl'),
-                       str(tmp_path / 'test.jsonl'), N_ROWS)
+  train = fx.fixture('annotations', 'highlight', 'highlight_train_release.jsonl')
+  val = fx.fixture('annotations', 'highlight', 'highlight_val_release.jsonl')
+  test = fx.fixture('annotations', 'highlight', 'highlight_test_release.jsonl')
+  n_rows = QVH_ROWS
   out, vdirs, tdir, _, _ = _build(tmp_path, train, test, 2.0, val=val)
   info = store.load_dataset_info(out)
-  assert info['counts'] == {'train': N_ROWS, 'val': N_ROWS, 'test': N_ROWS}
+  assert info['counts'] == {'train': n_rows, 'val': n_rows, 'test': n_rows}
   assert not info['val_from_train']
   cfg = fx.data_config(max_v_l=75, buckets=(75,))
   _check_split_against_numpy(out, 'val', vdirs, tdir, 2.0, cfg)
@@ -119,7 +111,7 @@ def test_qvhighlights_head(tmp_path):
   for b in pipeline.eval_batches(cfg, out, 'test', 32):
     assert not b['span_mask'].any() and not b['saliency_labels'].any()
     n_test += int(b['example_mask'].sum())
-  assert n_test == N_ROWS
+  assert n_test == n_rows
   # Raw rows keep the QVHighlights fields for metrics.
   assert 'saliency_scores' in rows[0] and 'relevant_clip_ids' in rows[0]
 

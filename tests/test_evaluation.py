@@ -8,8 +8,7 @@ import pytest
 from momentdiff_jax import evaluation
 from momentdiff_jax import metrics
 
-SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), '..',
-                      'shared', 'data')
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures')
 
 
 def _cw(se):
@@ -43,16 +42,14 @@ def test_round_unit_from_config():
   assert evaluation.round_unit(c, 1.0) == 0.0
 
 
-@pytest.mark.skipif(not os.path.isdir(os.path.join(SHARED, 'eval_sample')),
-                    reason='needs ../shared/data')
 def test_rounding_effect_on_the_shipped_sample():
   """The shipped QVHighlights predictions lie on the 2 s grid, as the GT does. Moved off
   it by up to 0.99 s, they lose R1@0.7 and mAP; rounding as the release does puts them
   back exactly, and the standalone-eval numbers (SPEC.md) return."""
-  preds = metrics.load_jsonl(os.path.join(SHARED, 'eval_sample',
-                                          'qvhighlights_val_sample_preds.jsonl'))
-  gt = metrics.load_jsonl(os.path.join(SHARED, 'annotations', 'highlight',
-                                       'highlight_val_release.jsonl'))
+  preds = metrics.load_jsonl(os.path.join(FIXTURES, 'eval_sample',
+                                          'sample_val_preds_windows.jsonl'))
+  gt = metrics.load_jsonl(os.path.join(FIXTURES, 'annotations', 'highlight',
+                                       'highlight_val_release_windows.jsonl'))
   dur_by_qid = {r['qid']: float(r['duration']) for r in gt}
   rng = np.random.default_rng(0)
   w = np.array([p['pred_relevant_windows'] for p in preds])          # (Q, 10, 3)

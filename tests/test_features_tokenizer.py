@@ -10,27 +10,27 @@ import transformers
 from momentdiff_jax.features.clip_tokenizer import ClipTokenizer  # pylint: disable=g-import-not-at-top
 from tests import clip_vocab  # pylint: disable=g-import-not-at-top
 
-ANNOTATIONS = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'data',
-                           'annotations')
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures', 'annotations')
+ANNOTATIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', 'shared',
+                           'data', 'annotations')
 EDGE_CASES = ["It's 12 O'CLOCK!!  ok", '  tabs\tand\nnewlines  ', 'crème brûlée in a café',
               'person picks up bottle of water & drinks.', 'a' * 40, 'word ' * 100, '']
 
 
-def _queries():
-  files = sorted(glob.glob(os.path.join(ANNOTATIONS, '*', '*.jsonl')))
-  if not files:
-    pytest.skip(f'annotations not found under {ANNOTATIONS}')
+def _queries(root):
+  """{file: its queries} for every annotation file with queries under `root`/*/."""
   per_file = {}
-  for path in files:
+  for path in sorted(glob.glob(os.path.join(root, '*', '*.jsonl'))):
     with open(path, encoding='utf-8') as f:
-      per_file[path] = [json.loads(line)['query'] for line in f if line.strip()]
+      rows = [json.loads(line) for line in f if line.strip()]
+    if rows and 'query' in rows[0]:
+      per_file[path] = [r['query'] for r in rows]
   return per_file
 
 
-def test_matches_transformers_clip_tokenizer(tmp_path):
-  per_file = _queries()
-  # vocabulary learned from every 25th query; tested on ~40 others per file (~600 total)
-  train = [q for qs in per_file.values() for q in qs[::25]]
+def _check_against_transformers(tmp_path, per_file, vocab_every: int):
+  """Vocabulary learned from every `vocab_every`-th query; tested on ~40 others per file."""
+  train = [q for qs in per_file.values() for q in qs[::vocab_every]]
   test = [q for qs in per_file.values() for q in qs[3::max(1, len(qs) // 40)][:40]]
   assert len(test) >= 300
   clip_vocab.write_vocab(str(tmp_path), train, num_merges=400)
@@ -46,6 +46,21 @@ def test_matches_transformers_clip_tokenizer(tmp_path):
   # real merges were exercised: most queries need fewer tokens than characters
   lengths = mask.sum(1)[:len(test)] - 2
   assert np.mean(lengths < np.array([len(t) for t in test]) / 2) > 0.9
+
+
+def test_matches_transformers_clip_tokenizer(tmp_path):
+  """On the annotation cuts in tests/fixtures (Charades-STA, its anti-bias files,
+  QVHighlights, TACoS: ~1,700 queries)."""
+  per_file = _queries(FIXTURES)
+  assert len(per_file) >= 8
+  _check_against_transformers(tmp_path, per_file, vocab_every=5)
+
+
+@pytest.mark.skipif(not glob.glob(os.path.join(ANNOTATIONS, '*', '*.jsonl')),
+                    reason='full annotation files (../shared/data/annotations) absent; '
+                    'the cuts in tests/fixtures are tested above')
+def test_matches_transformers_on_every_full_annotation_file(tmp_path):
+  _check_against_transformers(tmp_path, _queries(ANNOTATIONS), vocab_every=25)
 
 
 def test_tokenizer_json_and_missing_files(tmp_path):

@@ -1,6 +1,7 @@
 """Tests of momentdiff_jax.metrics: SPEC's reference numbers, hand-computed cases, and
 agreement with a slow per-query implementation written here from the definitions."""
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -10,33 +11,74 @@ import pytest
 
 from momentdiff_jax import metrics
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(os.path.abspath(__file__)).parents[1]
+FIXTURES = REPO / 'tests' / 'fixtures'
+# The standalone eval's QVHighlights val sample, every query, windows only (fixtures).
+SAMPLE_PREDS = FIXTURES / 'eval_sample' / 'sample_val_preds_windows.jsonl'
+SAMPLE_GT = FIXTURES / 'annotations' / 'highlight' / 'highlight_val_release_windows.jsonl'
+# Whole rows (saliency too) of its first 100 queries.
+HEAD_PREDS = FIXTURES / 'eval_sample' / 'sample_val_preds_head100.jsonl'
+HEAD_GT = FIXTURES / 'annotations' / 'highlight' / 'highlight_val_release.jsonl'
+# The full files under ../shared (a development checkout): an extra layer.
 SHARED = REPO.parent / 'shared' / 'data'
-SAMPLE_PREDS = SHARED / 'eval_sample' / 'qvhighlights_val_sample_preds.jsonl'
-SAMPLE_GT = SHARED / 'annotations' / 'highlight' / 'highlight_val_release.jsonl'
+FULL_PREDS = SHARED / 'eval_sample' / 'qvhighlights_val_sample_preds.jsonl'
+FULL_GT = SHARED / 'annotations' / 'highlight' / 'highlight_val_release.jsonl'
 SPEC_NUMBERS = {
     'MR-full-R1@0.1': 78.45, 'MR-full-R1@0.3': 67.48, 'MR-full-R1@0.5': 53.94,
     'MR-full-R1@0.7': 34.84, 'MR-full-mAP': 32.2, 'MR-full-mAP@0.5': 54.96,
     'MR-full-mAP@0.75': 31.01, 'MR-short-mAP': 3.28, 'MR-middle-mAP': 32.3,
     'MR-long-mAP': 41.11}
-needs_sample = pytest.mark.skipif(
-    not (SAMPLE_PREDS.exists() and SAMPLE_GT.exists()),
-    reason='../shared/data (QVHighlights sample) not present')
+# The release's standalone_eval (eval_submission's brief, eval_highlight) on the first
+# 100 queries of the sample (HEAD_PREDS, GT rows of the same qids); run once with the
+# release's own code, which needs scikit-learn, so its figures are written here.
+RELEASE_ON_HEAD = {
+    'MR-full-R1@0.1': 74.0, 'MR-full-R1@0.3': 62.0, 'MR-full-R1@0.5': 42.0,
+    'MR-full-R1@0.7': 34.0, 'MR-full-mAP': 29.15, 'MR-full-mAP@0.5': 46.46,
+    'MR-full-mAP@0.75': 29.65, 'MR-long-mAP': 44.22, 'MR-middle-mAP': 26.71,
+    'MR-short-mAP': 0.87}
+RELEASE_HL_ON_HEAD = {
+    'HL-min-Fair': {'HL-mAP': 66.46, 'HL-Hit1': 64.0},
+    'HL-min-Good': {'HL-mAP': 55.69, 'HL-Hit1': 59.0},
+    'HL-min-VeryGood': {'HL-mAP': 33.51, 'HL-Hit1': 54.0}}
 
 
 # --- SPEC acceptance ------------------------------------------------------------
 
-@needs_sample
 def test_spec_numbers_on_qvhighlights_sample():
   result = metrics.evaluate_files(str(SAMPLE_PREDS), str(SAMPLE_GT), 'qvhighlights')
   brief = result['brief']
+  assert len(metrics.load_jsonl(str(SAMPLE_PREDS))) == 1550     # the whole sample
   for key, value in SPEC_NUMBERS.items():
     assert brief[key] == pytest.approx(value, abs=1e-9), key
   assert list(result)[0] == 'brief'
+  assert sorted(brief) == sorted(SPEC_NUMBERS)    # no saliency in this cut: no HL keys
+
+
+def test_release_numbers_with_highlights_on_sample_head():
+  preds = metrics.load_jsonl(str(HEAD_PREDS))
+  qids = {p['qid'] for p in preds}
+  gt = [g for g in metrics.load_jsonl(str(HEAD_GT)) if g['qid'] in qids]
+  assert len(preds) == len(gt) == 100
+  result = metrics.compute_metrics(preds, gt, 'qvhighlights')
+  for key, value in RELEASE_ON_HEAD.items():
+    assert result['brief'][key] == pytest.approx(value, abs=1e-9), key
+  for name, values in RELEASE_HL_ON_HEAD.items():
+    assert dict(result[name]) == values, name
+  assert result['brief']['HL-min-VeryGood-mAP'] == 33.51
+  assert result['brief']['HL-min-VeryGood-Hit1'] == 54.0
+
+
+@pytest.mark.skipif(not (FULL_PREDS.exists() and FULL_GT.exists()),
+                    reason='full QVHighlights sample and val annotations (../shared/data) '
+                    'absent; the cut under tests/fixtures is checked above')
+def test_spec_numbers_on_the_full_shared_files():
+  """The uncut files (saliency scores too) give the same figures as the cut."""
+  brief = metrics.evaluate_files(str(FULL_PREDS), str(FULL_GT), 'qvhighlights')['brief']
+  for key, value in SPEC_NUMBERS.items():
+    assert brief[key] == pytest.approx(value, abs=1e-9), key
   assert 'HL-min-VeryGood-mAP' in brief and 'HL-min-VeryGood-Hit1' in brief
 
 
-@needs_sample
 def test_evaluate_cli_prints_and_writes(tmp_path):
   out = tmp_path / 'm.json'
   proc = subprocess.run(
