@@ -80,7 +80,7 @@ def format_metrics(metrics: dict) -> str:
 def score_files(predictions: str, ground_truth: str, dataset: str,
                 output: str = None) -> dict:
   """File-scoring mode: metrics of a prediction file, printed and optionally saved."""
-  from momentdiff_jax import metrics as metrics_lib
+  from momentdiff_jax.ops import metrics as metrics_lib
   metrics = metrics_lib.evaluate_files(predictions, ground_truth, dataset)
   print(format_metrics(metrics))
   if output:
@@ -101,9 +101,12 @@ def main(argv):
       raise app.UsageError(f'--replica must be "all" or an index >= 0, got {FLAGS.replica!r}')
     # Imported here so that file scoring needs neither JAX nor a model.
     import jax
-    from momentdiff_jax import checkpointing, compile_cache, console, evaluation
-    from momentdiff_jax import mesh as mesh_lib
-    from momentdiff_jax import workdir as workdir_lib
+    from momentdiff_jax.run import checkpointing
+    from momentdiff_jax.run import compile_cache
+    from momentdiff_jax.common import console
+    from momentdiff_jax import evaluation
+    from momentdiff_jax.run import mesh as mesh_lib
+    from momentdiff_jax.run import workdir as workdir_lib
     from momentdiff_jax.data import DataError
     console.quiet_libraries(console.verbosity_given(FLAGS))
     mesh_lib.maybe_initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,

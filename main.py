@@ -4,7 +4,7 @@ Rerunning the same command on the same DIR resumes from the latest checkpoint; a
 that changes the parameters or the data of DIR's run is refused first (the keys and
 both values are printed). Library logs stay off the console unless `--verbosity=0`
 (absl's flag) is given. Compiled programs are kept in JAX's persistent compilation
-cache (`--compile_cache=DIR|off`; see momentdiff_jax/compile_cache.py).
+cache (`--compile_cache=DIR|off`; see momentdiff_jax/run/compile_cache.py).
 """
 import sys
 
@@ -12,13 +12,13 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from momentdiff_jax import checkpointing
-from momentdiff_jax import compile_cache
-from momentdiff_jax import console
-from momentdiff_jax import mesh as mesh_lib
 from momentdiff_jax import train
-from momentdiff_jax import workdir as workdir_lib
+from momentdiff_jax.common import console
 from momentdiff_jax.data import DataError
+from momentdiff_jax.run import checkpointing
+from momentdiff_jax.run import compile_cache
+from momentdiff_jax.run import mesh as mesh_lib
+from momentdiff_jax.run import workdir as workdir_lib
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', 'configs/synthetic.py', 'Training configuration.',

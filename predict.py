@@ -34,10 +34,11 @@ flags.DEFINE_integer('num_frames', 10, 'Frames in the --plot strip.')
 
 def main(argv):
   del argv
-  from momentdiff_jax import compile_cache, console  # pylint: disable=g-import-not-at-top
+  from momentdiff_jax.run import compile_cache  # pylint: disable=g-import-not-at-top
+  from momentdiff_jax.common import console
   console.quiet_libraries(console.verbosity_given(FLAGS))
   compile_cache.enable(None)     # the default directory (MOMENTDIFF_COMPILE_CACHE, ...)
-  from momentdiff_jax import Predictor  # pylint: disable=g-import-not-at-top
+  from momentdiff_jax import Predictor# pylint: disable=g-import-not-at-top
   from momentdiff_jax.features.video import VideoError  # pylint: disable=g-import-not-at-top
   from momentdiff_jax.features.weights import WeightsError  # pylint: disable=g-import-not-at-top
   if not os.path.isfile(FLAGS.video):
@@ -64,7 +65,7 @@ def main(argv):
     with open(FLAGS.output, 'w') as f:
       f.write(text + '\n')
   if FLAGS.plot:
-    from momentdiff_jax import plots  # pylint: disable=g-import-not-at-top
+    from momentdiff_jax.inference import plots  # pylint: disable=g-import-not-at-top
     from momentdiff_jax.features import video  # pylint: disable=g-import-not-at-top
     dur = out['duration']
     k = max(1, FLAGS.num_frames)

@@ -27,8 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from momentdiff_jax.features.clip_model import ImageTower, TextTower, TowerConfig
-from momentdiff_jax.features.slowfast_model import SlowFast, r50_config
 from momentdiff_jax.features.slowfast import slow_indices
+from momentdiff_jax.features.slowfast_model import SlowFast, r50_config
 
 # openai/clip-vit-base-patch32 config.json
 VIT_B32 = TowerConfig(width=768, layers=12, heads=12, mlp_dim=3072, image_size=224,

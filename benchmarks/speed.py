@@ -38,10 +38,11 @@ import numpy as np
 
 import speed_inputs as inputs
 from configs import charades
-from momentdiff_jax import diffusion
-from momentdiff_jax import mesh as mesh_lib
-from momentdiff_jax import train_step as ts
-from momentdiff_jax import workdir as workdir_lib
+from momentdiff_jax.inference import sampling
+from momentdiff_jax.ops import diffusion
+from momentdiff_jax.run import mesh as mesh_lib
+from momentdiff_jax.run import train_step as ts
+from momentdiff_jax.run import workdir as workdir_lib
 
 VIDEO_DIM, TEXT_DIM = 2818, 512
 RELEASE = {'train_examples_per_s': 30.0, 'infer_queries_per_s': {'10': 63.0, '50': 13.0},
@@ -147,7 +148,7 @@ def bench_infer(model, config, params, mesh, mix, lengths, args, log):
   batches = {lv: jax.device_put(inputs.infer_batch(np.random.default_rng(lv), args.infer_batch,
                                                    lv, lengths), data) for lv in mix}
   for steps in args.steps:
-    sample = jax.jit(ts.make_sample_fn(model, config, schedule, steps))
+    sample = jax.jit(sampling.make_sample_fn(model, config, schedule, steps))
     mean_s, gflop, csum = 0.0, 0.0, 0.0
     for lv, share in mix.items():
       b = batches[lv]
@@ -179,8 +180,8 @@ def _sampler_flops(model, config, schedule, params, b, steps, mesh):
   """
   key = (b['video_feat'].shape, mesh.size)
   if key not in _PIECE_FLOPS:
-    one = jax.jit(ts.make_sample_fn(model, config, schedule, 1))
-    two = jax.jit(ts.make_sample_fn(model, config, schedule, 2))
+    one = jax.jit(sampling.make_sample_fn(model, config, schedule, 1))
+    two = jax.jit(sampling.make_sample_fn(model, config, schedule, 2))
     argv = (params, b['video_feat'], b['video_mask'], b['query_feat'], b['query_mask'],
             jax.random.PRNGKey(0))
     f1 = _flops(one.lower(*argv).compile())

@@ -40,10 +40,10 @@ import speed_inputs as inputs
 from speed import _timeit as _time  # one warm-up call, then the mean over iters
 from speed import replica_state
 from configs import charades
-from momentdiff_jax import diffusion
-from momentdiff_jax import matching
-from momentdiff_jax import train_step as ts
-from momentdiff_jax import workdir as workdir_lib
+from momentdiff_jax.ops import diffusion
+from momentdiff_jax.ops import matching
+from momentdiff_jax.run import train_step as ts
+from momentdiff_jax.run import workdir as workdir_lib
 
 VIDEO_DIM, TEXT_DIM = 2818, 512
 

@@ -5,7 +5,7 @@ lw_saliency 4, max_v_l -1 = keep every clip, seed 42). Video features CLIP then 
 as the script's `--v_feat_dirs`: Dv = 512 + 2304 + 2 TEF = 2818,
 Dt = 512; both are read from the built dataset.
 """
-from momentdiff_jax.config_base import base_config
+from momentdiff_jax.common.config_base import base_config
 
 
 def get_config():

@@ -3,7 +3,7 @@
 Build the dataset with `--video_features=DIR` holding `<vid>.npz` (key `arr` for C3D
 releases) and, for pooled features, `--pool_clips`; dims come from the data.
 """
-from momentdiff_jax.config_base import base_config
+from momentdiff_jax.common.config_base import base_config
 
 
 def get_config():

@@ -3,7 +3,7 @@
 Release script: momentdiff/scripts/train_charades_vgg.sh (lr 2e-4, drop 40, clip 1/6 s,
 lw_saliency 4, max_v_l -1, seed 42). Dv = 4096 + 2 TEF, Dt = 300 (read from the data).
 """
-from momentdiff_jax.config_base import base_config
+from momentdiff_jax.common.config_base import base_config
 
 
 def get_config():

@@ -9,7 +9,7 @@ max_windows 5, clip_length 2, lw_saliency 1) except:
 Build with `--val` = highlight_val_release.jsonl so that val is the reported split; select
 on a held-out part of train (`data.eval_split`) if you want val untouched.
 """
-from momentdiff_jax.config_base import base_config
+from momentdiff_jax.common.config_base import base_config
 
 
 def get_config():

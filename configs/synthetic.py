@@ -5,7 +5,7 @@ A small model and a short schedule so that training + evaluation finish in minut
 architecture, losses and diffusion are the release's; only sizes and the learning
 rate differ (the synthetic features are 64-d, not 2818-d).
 """
-from momentdiff_jax.config_base import base_config
+from momentdiff_jax.common.config_base import base_config
 
 
 def get_config():

@@ -4,7 +4,7 @@ The release ships no TACoS script; values are its argparse defaults (momentdiff/
 except lr 2e-4 and L_sim weight 4, taken from its Charades scripts (train_charades_sf.sh).
 Build with `--pool_clips=100`.
 """
-from momentdiff_jax.config_base import base_config
+from momentdiff_jax.common.config_base import base_config
 
 
 def get_config():

@@ -21,7 +21,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from momentdiff_jax import console  # pylint: disable=g-import-not-at-top
+from momentdiff_jax.common import console  # pylint: disable=g-import-not-at-top
 from momentdiff_jax.data.build import build_dataset  # pylint: disable=g-import-not-at-top
 from momentdiff_jax.data.sources import DataError  # pylint: disable=g-import-not-at-top
 

@@ -12,7 +12,7 @@ N_r, `max_q_l`, dataset, clip length, the order of the video feature sources
 (`v_feat_dirs`, recorded as `video_sources`) and the training recipe; flags given
 explicitly (`--config.KEY=...`, `--video_dim`, `--text_dim`, `--video_sources`) win,
 and every conflict with the file is printed. Every tensor is mapped through the one
-table in `momentdiff_jax.torch_mapping`; DIR gets config.json and the params as its
+table in `momentdiff_jax.release.torch_mapping`; DIR gets config.json and the params as its
 best checkpoint, which evaluate.py and Predictor load. Strict: an unknown tensor, an
 unfilled parameter or a shape mismatch stops the conversion with the full list.
 """
@@ -26,9 +26,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from momentdiff_jax import console  # pylint: disable=g-import-not-at-top
-from momentdiff_jax import release_checkpoint  # pylint: disable=g-import-not-at-top
-from momentdiff_jax import torch_mapping  # pylint: disable=g-import-not-at-top
+from momentdiff_jax.common import console  # pylint: disable=g-import-not-at-top
+from momentdiff_jax.release import release_checkpoint  # pylint: disable=g-import-not-at-top
+from momentdiff_jax.release import torch_mapping  # pylint: disable=g-import-not-at-top
 
 _CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'Release .ckpt file (torch.save dict).')
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=False)
@@ -66,7 +66,7 @@ def check_schedule(sd: dict, config) -> str:
   sd = torch_mapping._strip_module_prefix(sd)  # pylint: disable=protected-access
   if key not in sd:
     return 'no schedule buffer in the file'
-  from momentdiff_jax import diffusion  # pylint: disable=g-import-not-at-top
+  from momentdiff_jax.ops import diffusion  # pylint: disable=g-import-not-at-top
   ours = np.asarray(diffusion.make_schedule(config.diffusion).alphas_cumprod)
   theirs = sd[key]
   if ours.shape != theirs.shape:
@@ -77,7 +77,7 @@ def check_schedule(sd: dict, config) -> str:
 
 
 def save_converted(workdir: str, config, variables) -> None:
-  from momentdiff_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  from momentdiff_jax.run import checkpointing  # pylint: disable=g-import-not-at-top
   checkpointing.save_converted(workdir, config, variables)
 
 

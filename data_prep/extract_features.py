@@ -21,7 +21,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from momentdiff_jax import console  # pylint: disable=g-import-not-at-top
+from momentdiff_jax.common import console  # pylint: disable=g-import-not-at-top
 
 
 def parse_args(argv=None):
@@ -55,7 +55,7 @@ def parse_args(argv=None):
 def main(argv=None):
   args = parse_args(argv)
   console.apply_verbosity(args.verbosity)
-  from momentdiff_jax import compile_cache  # pylint: disable=g-import-not-at-top
+  from momentdiff_jax.run import compile_cache  # pylint: disable=g-import-not-at-top
   compile_cache.enable(None)     # the backbones compile once per machine
   from momentdiff_jax.features import backbones as bb  # pylint: disable=g-import-not-at-top
   from momentdiff_jax.features import extract  # pylint: disable=g-import-not-at-top

@@ -7,7 +7,7 @@
 #   launch/local.sh 1 4 -- python evaluate.py --workdir=/tmp/r
 #
 # Each child gets MOMENTDIFF_COORDINATOR / MOMENTDIFF_NUM_PROCESSES /
-# MOMENTDIFF_PROCESS_ID (read by momentdiff_jax.mesh.maybe_initialize_distributed)
+# MOMENTDIFF_PROCESS_ID (read by momentdiff_jax.run.mesh.maybe_initialize_distributed)
 # and XLA_FLAGS=--xla_force_host_platform_device_count=NDEV. Output lines are
 # prefixed with [pK] (process 0 prints the logs). Exits non-zero if any process
 # fails; then, and on Ctrl-C / TERM, every remaining child is stopped.

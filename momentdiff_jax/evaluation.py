@@ -7,77 +7,17 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from momentdiff_jax import checkpointing
-from momentdiff_jax import diffusion
-from momentdiff_jax import mesh as mesh_lib
-from momentdiff_jax import metrics as metrics_lib
-from momentdiff_jax import replicas as replicas_lib
-from momentdiff_jax import train_step as ts
-from momentdiff_jax import video_sources
-from momentdiff_jax import workdir as workdir_lib
 from momentdiff_jax.data import dataset as dataset_lib
-
-
-def round_unit(config, clip_len: Optional[float]) -> float:
-  """Seconds that window boundaries are rounded to (0: no rounding).
-
-  The release rounds start and end to multiples of the clip length after clamping
-  (momentdiff/postprocessing_momentdiff.py, `round_to_multiple_clip_lengths`, with the
-  clip length inference.py passes per dataset). `config.round_windows=False` turns it
-  off; `config.round_seconds > 0` sets the unit (e.g. TACoS: the release rounds to 2 s
-  although its features are pooled), else the data's clip length; none known: no rounding.
-  """
-  if not config.get('round_windows', True):
-    return 0.0
-  unit = float(config.get('round_seconds', 0.0) or 0.0)
-  return unit if unit > 0 else float(clip_len or 0.0)
-
-
-def windows_from_spans(spans: np.ndarray, scores: np.ndarray, span_seconds: np.ndarray,
-                       duration: np.ndarray, top_k: int, nms_threshold: float = -1.0,
-                       round_to: float = 0.0) -> list[list[list[float]]]:
-  """Normalized (center, width) spans -> ranked `[start_s, end_s, score]` lists.
-
-  spans: (B, N, 2); scores: (B, N); span_seconds, duration: (B,). Spans are normalized
-  by the seconds of the clips the model saw (`span_seconds`), then clipped to the
-  duration; with `round_to` > 0, start and end are rounded to its multiples (half to
-  even, as torch.round) and clipped to the duration again, so a window never leaves
-  the video (the release clamps to [0, 150] s instead).
-  """
-  spans = np.asarray(spans, np.float64)
-  se = np.stack([spans[..., 0] - spans[..., 1] / 2, spans[..., 0] + spans[..., 1] / 2], -1)
-  length = np.asarray(span_seconds, np.float64)[:, None, None]
-  dur = np.asarray(duration, np.float64)[:, None, None]
-  se = np.clip(se * length, 0.0, dur)
-  if round_to > 0:
-    se = np.clip(np.round(se / round_to) * round_to, 0.0, dur)
-  order = np.argsort(-scores, axis=1, kind='stable')
-  se = np.take_along_axis(se, order[..., None], axis=1)
-  sc = np.take_along_axis(scores, order, axis=1)
-  out = []
-  for b in range(se.shape[0]):
-    wins = [[round(float(s), 4), round(float(e), 4), round(float(p), 4)]
-            for (s, e), p in zip(se[b], sc[b])]
-    if nms_threshold >= 0:
-      wins = temporal_nms(wins, nms_threshold)
-    out.append(wins[:top_k])
-  return out
-
-
-def temporal_nms(windows: list[list[float]], threshold: float) -> list[list[float]]:
-  """Greedy NMS over windows sorted best first: drops those with IoU > threshold."""
-  kept = []
-  for w in windows:
-    ok = True
-    for k in kept:
-      inter = max(0.0, min(w[1], k[1]) - max(w[0], k[0]))
-      union = max(w[1], k[1]) - min(w[0], k[0])
-      if union > 0 and inter / union > threshold:
-        ok = False
-        break
-    if ok:
-      kept.append(w)
-  return kept
+from momentdiff_jax.inference import postprocess
+from momentdiff_jax.inference import sampling
+from momentdiff_jax.ops import diffusion
+from momentdiff_jax.ops import metrics as metrics_lib
+from momentdiff_jax.release import video_sources
+from momentdiff_jax.run import checkpointing
+from momentdiff_jax.run import mesh as mesh_lib
+from momentdiff_jax.run import replicas as replicas_lib
+from momentdiff_jax.run import train_step as ts
+from momentdiff_jax.run import workdir as workdir_lib
 
 
 def predict_split(sample_fn, params, config, dataset, split: str, mesh, rng,
@@ -92,7 +32,7 @@ def predict_split(sample_fn, params, config, dataset, split: str, mesh, rng,
   (R,) axis), `rng` holds R keys, and both results are lists over the R replicas.
   """
   rows = dataset.rows(split)
-  unit = round_unit(config, dataset.info.get('clip_len') or config.data.get('clip_len'))
+  unit = postprocess.round_unit(config, dataset.info.get('clip_len') or config.data.get('clip_len'))
   n_rep = num_replicas or 1
   results = [{} for _ in range(n_rep)]
   trajectories = [{} for _ in range(n_rep)]
@@ -111,7 +51,7 @@ def predict_split(sample_fn, params, config, dataset, split: str, mesh, rng,
     out, meta = multihost_utils.process_allgather((out, {k: batch[k] for k in meta_keys}),
                                                   tiled=True)
     for r in range(n_rep):
-      wins = windows_from_spans(out['spans'][r], out['scores'][r], meta['span_seconds'],
+      wins = postprocess.windows_from_spans(out['spans'][r], out['scores'][r], meta['span_seconds'],
                                 meta['duration'], config.max_pred_windows,
                                 config.nms_threshold, unit)
       for b, idx in enumerate(np.asarray(meta['index'])):
@@ -174,7 +114,7 @@ def write_replica_outputs(out_dir: str, split: str, preds: list, metrics: list, 
 
 def write_plots(out_dir: str, split: str, preds, rows, trajectories: dict) -> list[str]:
   """Fig. 4 (predicted vs GT start/end/length distributions) and Fig. 5 (trajectories)."""
-  from momentdiff_jax import plots  # matplotlib, only when figures are asked for
+  from momentdiff_jax.inference import plots  # matplotlib, only when figures are asked for
   pred_norm, gt_norm = [], []
   for p, r in zip(preds, rows):
     dur = float(r['duration'])
@@ -232,7 +172,7 @@ def evaluate_workdir(workdir: str, split: str = 'test', checkpoint: str = 'best'
   # Weights trained on another order of the same feature sources read this dataset's.
   params = video_sources.align_to_dataset(config, params, dataset.info, log=_print0)
   steps = int(sampling_steps or config.diffusion.sampling_steps)
-  sample_fn = jax.jit(ts.make_sample_fn(model, config, diffusion.make_schedule(config.diffusion),
+  sample_fn = jax.jit(sampling.make_sample_fn(model, config, diffusion.make_schedule(config.diffusion),
                                         steps, return_trajectory=plots))
   preds, trajectories = predict_split(sample_fn, params, config, dataset, split, mesh,
                                       workdir_lib.eval_rng(config.seed),
@@ -262,7 +202,7 @@ def _evaluate_all_replicas(workdir, config, reps, dataset, split, checkpoint, sa
   model = workdir_lib.create_model(config, config.video_dim, config.text_dim)
   steps = int(sampling_steps or config.diffusion.sampling_steps)
   hp = jax.device_put(replicas_lib.hparams(config), rsh)
-  sample = ts.make_replica_sample_fn(model, config, diffusion.make_schedule(config.diffusion),
+  sample = sampling.make_replica_sample_fn(model, config, diffusion.make_schedule(config.diffusion),
                                      steps, return_trajectory=plots)
   sample_fn = jax.jit(lambda p, vf, vm, qf, qm, rng: sample(p, vf, vm, qf, qm, rng, hp))
   preds, trajectories = predict_split(

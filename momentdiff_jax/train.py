@@ -18,14 +18,15 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from momentdiff_jax import checkpointing
-from momentdiff_jax import diffusion
 from momentdiff_jax import evaluation
-from momentdiff_jax import mesh as mesh_lib
-from momentdiff_jax import replicas as replicas_lib
-from momentdiff_jax import train_step as ts
-from momentdiff_jax import workdir as workdir_lib
 from momentdiff_jax.data import dataset as dataset_lib
+from momentdiff_jax.inference import sampling
+from momentdiff_jax.ops import diffusion
+from momentdiff_jax.run import checkpointing
+from momentdiff_jax.run import mesh as mesh_lib
+from momentdiff_jax.run import replicas as replicas_lib
+from momentdiff_jax.run import train_step as ts
+from momentdiff_jax.run import workdir as workdir_lib
 
 # Moved to `workdir`; these names stay for callers written against train.
 create_model = workdir_lib.create_model
@@ -177,7 +178,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   p_train_step = jax.jit(ts.make_replica_train_step(model, config, schedule, spe),
                          in_shardings=(rsh, data_sh, rsh, rsh), out_shardings=(rsh, repl),
                          donate_argnums=(0,))
-  sample = ts.make_replica_sample_fn(model, config, schedule, config.diffusion.sampling_steps)
+  sample = sampling.make_replica_sample_fn(model, config, schedule, config.diffusion.sampling_steps)
   sample_fn = jax.jit(lambda p, vf, vm, qf, qm, rng: sample(p, vf, vm, qf, qm, rng, hp))
   writer = MetricsWriter(workdir, start, config.tensorboard)
   log(f'{num_train} train examples, {spe} steps/epoch, {n_steps} steps, '

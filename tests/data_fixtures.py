@@ -92,7 +92,7 @@ def make_features(root: str, jsonl_paths, clip_len: float, seed: int = 0,
 
 
 def data_config(max_v_l=128, buckets=(32, 64, 96, 128), max_q_l=8, max_windows=5):
-  from momentdiff_jax.config_base import base_config
+  from momentdiff_jax.common.config_base import base_config
   c = base_config()
   c.data.max_v_l = max_v_l
   c.data.length_buckets = buckets

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 from jax.experimental.compilation_cache import compilation_cache as jax_cc
 
-from momentdiff_jax import compile_cache
+from momentdiff_jax.run import compile_cache
 
 
 def test_default_dir_precedence(monkeypatch, tmp_path):

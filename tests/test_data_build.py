@@ -81,7 +81,7 @@ def test_charades_head(tmp_path):
   assert info['video_feature_dim'] == sum(fx.DIMS) and info['video_dim'] == 12
   assert info['text_dim'] == fx.TEXT_DIM and info['clip_len'] == 1.0
   assert info['sources']['video_features'] == [os.path.abspath(d) for d in vdirs]
-  from momentdiff_jax import video_sources   # what a run records as its source order
+  from momentdiff_jax.release import video_sources  # what a run records as its source order
   assert video_sources.dataset_sources(info) == (['video0', 'video1'], list(fx.DIMS))
   assert summary['length_stats']['test_clips']['max'] <= 128
   # Plain .npy files: readable with numpy alone.

@@ -1,7 +1,7 @@
 """The training loop's handle on a dataset: clear errors before any compute."""
 import pytest
 
-from momentdiff_jax.config_base import base_config
+from momentdiff_jax.common.config_base import base_config
 from momentdiff_jax.data import dataset
 
 

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from momentdiff_jax.config_base import base_config
+from momentdiff_jax.common.config_base import base_config
 from momentdiff_jax.data import dataset, pipeline, store
 from momentdiff_jax.data.build import build_dataset
 from momentdiff_jax.data.sources import DataError

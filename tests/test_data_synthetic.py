@@ -5,8 +5,8 @@ import os
 import numpy as np
 import pytest
 
-from momentdiff_jax.data import TrainIterator, baselines, load_dataset_info, load_rows
 from momentdiff_jax.data import pipeline, synthetic
+from momentdiff_jax.data import TrainIterator, baselines, load_dataset_info, load_rows
 from configs import synthetic as synthetic_config
 
 

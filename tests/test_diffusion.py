@@ -5,7 +5,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from momentdiff_jax import diffusion as dif
+from momentdiff_jax.ops import diffusion as dif
 
 
 def dcfg(**kw):

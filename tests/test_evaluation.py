@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from momentdiff_jax import evaluation
-from momentdiff_jax import metrics
+from momentdiff_jax.inference import postprocess
+from momentdiff_jax.ops import metrics
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures')
 
@@ -21,25 +22,25 @@ def test_rounding_to_clip_multiples_and_clipping_to_duration():
   se = np.array([[[3.4, 7.6], [-1.0, 30.55], [10.5, 11.5]],
                  [[0.26, 5.74], [2.9, 13.0], [4.0, 4.2]]]) / dur[:, None, None]
   scores = np.array([[0.9, 0.5, 0.1], [0.2, 0.7, 0.4]])
-  plain = evaluation.windows_from_spans(_cw(se), scores, dur, dur, top_k=10)
-  rounded = evaluation.windows_from_spans(_cw(se), scores, dur, dur, top_k=10, round_to=1.0)
+  plain = postprocess.windows_from_spans(_cw(se), scores, dur, dur, top_k=10)
+  rounded = postprocess.windows_from_spans(_cw(se), scores, dur, dur, top_k=10, round_to=1.0)
   assert [w[:2] for w in plain[0]] == [[3.4, 7.6], [0.0, 30.55], [10.5, 11.5]]
   # Clipped to [0, dur], rounded half to even (10.5 -> 10, 11.5 -> 12), clipped again:
   # 30.55 rounds to 31 > 30.6.
   assert [w[:2] for w in rounded[0]] == [[3.0, 8.0], [0.0, 30.6], [10.0, 12.0]]
   assert [w[:2] for w in rounded[1]] == [[3.0, 12.0], [4.0, 4.0], [0.0, 6.0]]
-  sixth = evaluation.windows_from_spans(_cw(se), scores, dur, dur, top_k=10, round_to=1 / 6)
+  sixth = postprocess.windows_from_spans(_cw(se), scores, dur, dur, top_k=10, round_to=1 / 6)
   got = np.array([w[:2] for w in sixth[1]])
   np.testing.assert_allclose(got, np.round(np.clip(got, 0, 12) * 6) / 6, atol=1e-4)
 
 
 def test_round_unit_from_config():
   c = ml_collections.ConfigDict({'round_windows': True, 'round_seconds': 0.0})
-  assert evaluation.round_unit(c, 1.0) == 1.0 and evaluation.round_unit(c, None) == 0.0
+  assert postprocess.round_unit(c, 1.0) == 1.0 and postprocess.round_unit(c, None) == 0.0
   c.round_seconds = 2.0
-  assert evaluation.round_unit(c, None) == 2.0
+  assert postprocess.round_unit(c, None) == 2.0
   c.round_windows = False
-  assert evaluation.round_unit(c, 1.0) == 0.0
+  assert postprocess.round_unit(c, 1.0) == 0.0
 
 
 def test_rounding_effect_on_the_shipped_sample():
@@ -58,7 +59,7 @@ def test_rounding_effect_on_the_shipped_sample():
   spans = _cw(moved / dur[:, None, None])
   out = {}
   for unit in (0.0, 2.0):
-    wins = evaluation.windows_from_spans(spans, w[..., 2], dur, dur, top_k=10, round_to=unit)
+    wins = postprocess.windows_from_spans(spans, w[..., 2], dur, dur, top_k=10, round_to=unit)
     rows = [dict(p, pred_relevant_windows=x) for p, x in zip(preds, wins)]
     out[unit] = metrics.compute_metrics(rows, gt, 'qvhighlights')['brief']
   assert out[2.0]['MR-full-R1@0.7'] == pytest.approx(34.84)

@@ -251,7 +251,7 @@ def test_build_train_predict_video(world, tmp_path):
 
 
 def test_record_mismatch_names_both_sides():
-  from momentdiff_jax.features import records
+  from momentdiff_jax.common import records
   sf_c = [{'backbone': 'slowfast', 'fingerprint': 'aa'}, {'backbone': 'clip',
                                                            'fingerprint': 'bb'}]
   assert records.mismatches(sf_c, [dict(r) for r in sf_c]) == []

@@ -69,8 +69,62 @@ def test_no_cycle_even_counting_function_body_imports():
 def test_library_modules_do_not_import_train():
   top, inner = _graph()
   full = {m: top[m] | inner[m] for m in top}
-  for mod in ('momentdiff_jax.evaluation', 'momentdiff_jax.predictor',
-              'momentdiff_jax.workdir', 'momentdiff_jax.checkpointing'):
+  for mod in ('momentdiff_jax.evaluation', 'momentdiff_jax.inference.predictor',
+              'momentdiff_jax.run.workdir', 'momentdiff_jax.run.checkpointing'):
     assert 'momentdiff_jax.train' not in _reaches(full, mod), mod
-  assert 'momentdiff_jax.workdir' in top['momentdiff_jax.evaluation']
-  assert 'momentdiff_jax.workdir' in top['momentdiff_jax.predictor']
+  assert 'momentdiff_jax.run.workdir' in top['momentdiff_jax.evaluation']
+  assert 'momentdiff_jax.run.workdir' in top['momentdiff_jax.inference.predictor']
+
+
+def _layer_map():
+  """{folder or '': allowed folders} read from the table that opens docs/DESIGN.md."""
+  with open(os.path.join(ROOT, 'docs', 'DESIGN.md')) as f:
+    text = f.read()
+  table = text.split('## The layers', 1)[1].split('\n## ', 1)[0]
+  allowed = {}
+  for line in table.splitlines():
+    cells = [c.strip() for c in line.strip().strip('|').split('|')]
+    if len(cells) != 4 or not cells[1].isdigit():
+      continue
+    folder = cells[0].strip('`').rstrip('/')
+    folder = '' if folder == 'top-level modules' else folder
+    allowed[folder] = cells[3]
+  folders = [f for f in allowed if f]
+  return {f: ({g.strip() for g in a.split(',')} - {'–', ''} if a != 'everything above'
+              else set(folders)) for f, a in allowed.items()}
+
+
+def _folder(mod):
+  parts = mod.split('.')
+  return parts[1] if len(parts) > 2 or (len(parts) == 2 and os.path.isdir(
+      os.path.join(PKG, parts[1]))) else ''
+
+
+def test_design_map_covers_every_folder():
+  layers = _layer_map()
+  on_disk = {d for d in os.listdir(PKG) if os.path.isdir(os.path.join(PKG, d))
+             and os.path.exists(os.path.join(PKG, d, '__init__.py'))}
+  assert on_disk == set(layers) - {''}, (
+      f'docs/DESIGN.md layer table lists {sorted(set(layers) - {""})}, the package has '
+      f'{sorted(on_disk)}')
+
+
+def test_every_import_respects_the_layer_map():
+  layers = _layer_map()
+  top, inner = _graph()
+  bad = []
+  for mod in top:
+    src = _folder(mod)
+    for dep in top[mod] | inner[mod]:
+      dst = _folder(dep)
+      if dst != src and dst not in layers[src] and dep != 'momentdiff_jax':
+        bad.append(f'{mod} -> {dep}')
+  assert not bad, f'imports against the layer map of docs/DESIGN.md: {bad}'
+
+
+def test_layer_rule_catches_an_upward_import():
+  # The checker itself: run layer may not import from inference.
+  layers = _layer_map()
+  assert 'inference' not in layers['run'] and 'features' not in layers['data']
+  assert _folder('momentdiff_jax.inference.predictor') == 'inference'
+  assert _folder('momentdiff_jax.train') == ''

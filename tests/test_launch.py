@@ -76,7 +76,7 @@ def _train_rows(workdir):
 
 def _params(workdir):
   import jax
-  from momentdiff_jax import checkpointing
+  from momentdiff_jax.run import checkpointing
   step, params, _ = checkpointing.restore_params(workdir, 'latest')
   assert step == STEPS
   leaves = jax.tree_util.tree_leaves_with_path(params)
@@ -160,7 +160,7 @@ def test_killed_run_resumes_under_another_process_count(runs):
   assert proc.poll() is None, 'the run ended before its first checkpoint was seen'
   proc.send_signal(signal.SIGTERM)  # local.sh stops both processes
   assert proc.wait(timeout=60) != 0
-  from momentdiff_jax import checkpointing
+  from momentdiff_jax.run import checkpointing
   ck = checkpointing.WorkdirCheckpoints(workdir, read_only=True)
   killed_at = ck.latest_step()
   ck.close()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.optimize import linear_sum_assignment as scipy_lsa
 
-from momentdiff_jax import losses
+from momentdiff_jax.ops import losses
 
 LOSS = dict(span_l1=10.0, giou=1.0, label=4.0, eos_coef=0.1, aux=True, sim=4.0,
             sim_variant='charades', sim_margin=0.2, sim_temperature=0.5)

@@ -6,7 +6,7 @@ import ml_collections
 import numpy as np
 from scipy.optimize import linear_sum_assignment as scipy_lsa
 
-from momentdiff_jax import matching
+from momentdiff_jax.ops import matching
 
 PER_SIZE = 10     # matrices per (N, M) pair -> 2,100 in total
 

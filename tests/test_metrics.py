@@ -1,4 +1,4 @@
-"""Tests of momentdiff_jax.metrics: SPEC's reference numbers, hand-computed cases, and
+"""Tests of momentdiff_jax.ops.metrics: SPEC's reference numbers, hand-computed cases, and
 agreement with a slow per-query implementation written here from the definitions."""
 import json
 import os
@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from momentdiff_jax import metrics
+from momentdiff_jax.ops import metrics
 
 REPO = pathlib.Path(os.path.abspath(__file__)).parents[1]
 FIXTURES = REPO / 'tests' / 'fixtures'

@@ -13,9 +13,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from momentdiff_jax.config_base import base_config
-from momentdiff_jax.model import MomentDiff, abstract_params
+from momentdiff_jax.common.config_base import base_config
 from momentdiff_jax.model import count_params as count
+from momentdiff_jax.model import MomentDiff, abstract_params
 
 D, H, FFN, DV, DT = 32, 4, 48, 20, 12
 B, LV, LT, N = 2, 10, 6, 5

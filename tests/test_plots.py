@@ -3,7 +3,7 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-from momentdiff_jax import plots
+from momentdiff_jax.inference import plots
 
 
 def _trajectory(rng, steps=10, spans=5):

@@ -8,10 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from momentdiff_jax import diffusion
-from momentdiff_jax import replicas
-from momentdiff_jax import workdir as workdir_lib
-from momentdiff_jax import train_step as ts
+from momentdiff_jax.common import config_base
+from momentdiff_jax.ops import diffusion
+from momentdiff_jax.run import replicas
+from momentdiff_jax.run import train_step as ts
+from momentdiff_jax.run import workdir as workdir_lib
 from tests.test_train_step import DT, DV, fixed_batch, small_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -47,7 +48,7 @@ def test_grid_order_seeds_and_replica_config():
   # Without num_seeds / sweep: one replica, the run itself.
   plain = small_config()
   assert replicas.hparams(plain) == {} and replicas.num_replicas(plain) == 1
-  assert replicas.data_seed(plain) == plain.seed
+  assert config_base.data_seed(plain) == plain.seed
 
 
 @pytest.mark.parametrize('key,value,match', [
@@ -146,7 +147,7 @@ def _run_sharded(out_path):
   """In a process with 4 CPU devices: the `replica_run` steps on a (replica 2, data 2)
   mesh (4 replicas per device group, each batch split over 2 devices); saves the
   losses to `out_path`."""
-  from momentdiff_jax import mesh as mesh_lib
+  from momentdiff_jax.run import mesh as mesh_lib
   assert jax.device_count() == 4
   assert [tuple(mesh_lib.make_mesh(r).devices.shape) for r in (1, 3, 4, 6, 8)] == [
       (1, 4), (1, 4), (4, 1), (2, 2), (4, 1)]

@@ -3,7 +3,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from momentdiff_jax import spans
+from momentdiff_jax.ops import spans
 
 
 def np_iou_giou(a, b):

@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 import torch
 
-from momentdiff_jax import torch_mapping as tm
-from momentdiff_jax.config_base import base_config
+from momentdiff_jax.common.config_base import base_config
+from momentdiff_jax.model import abstract_params
 from momentdiff_jax.model import MomentDiff
 from momentdiff_jax.model.denoiser import CrossAttention
 from momentdiff_jax.model.encoder import EncoderLayer
 from momentdiff_jax.model.layers import layer_norm
-from momentdiff_jax.model import abstract_params
+from momentdiff_jax.release import torch_mapping as tm
 from tests import data_fixtures as fx
 
 D, H, FFN, DV, DT = 32, 4, 48, 20, 12
@@ -200,7 +200,7 @@ def test_converter_script_writes_workdir(small, tmp_path):
               'epoch': 3}, str(ckpt))
   cfg_file = tmp_path / 'small.py'
   cfg_file.write_text(
-      'from momentdiff_jax.config_base import base_config\n'
+      'from momentdiff_jax.common.config_base import base_config\n'
       'def get_config():\n'
       '  c = base_config()\n'
       f'  c.model.hidden_dim, c.model.num_heads, c.model.ffn_dim = {D}, {H}, {FFN}\n'
@@ -214,7 +214,7 @@ def test_converter_script_writes_workdir(small, tmp_path):
       capture_output=True, text=True, env=env, cwd=str(tmp_path))
   assert res.returncode == 0, res.stdout + res.stderr
   assert 'transformer.diffusion_decoder.layers.0.sa_v_proj.weight' in res.stdout
-  from momentdiff_jax import checkpointing
+  from momentdiff_jax.run import checkpointing
   config = checkpointing.load_config(str(workdir))
   assert (config.video_dim, config.text_dim) == (DV, DT)
   _, restored, _ = checkpointing.restore_params(str(workdir))
@@ -344,7 +344,7 @@ def test_release_checkpoint_file_converts_with_its_opt(tmp_path):
       capture_output=True, text=True, env=env, cwd=str(tmp_path))
   assert res.returncode == 0, res.stdout + res.stderr
   assert 'conflict: learning_rate = 0.001 given explicitly, the checkpoint says 0.0002' in res.stdout
-  from momentdiff_jax import checkpointing
+  from momentdiff_jax.run import checkpointing
   c = checkpointing.load_config(str(workdir))
   assert (c.video_dim, c.text_dim) == (DV, DT)
   assert (c.model.hidden_dim, c.model.num_heads, c.model.ffn_dim) == (D, H, FFN)
@@ -363,7 +363,7 @@ def test_release_checkpoint_file_converts_with_its_opt(tmp_path):
 
 def test_checkpoint_with_other_globals_is_refused_by_name(tmp_path, small):
   """A class outside the allowed set is named and nothing from the file runs."""
-  from momentdiff_jax import release_checkpoint
+  from momentdiff_jax.release import release_checkpoint
   marker = tmp_path / 'ran'
 
   class Payload:

@@ -63,7 +63,8 @@ def test_k3_sigkill_resume_equals_uninterrupted(tmp_path):
     assert json.load(f)['brief'] == agg['brief']
 
   # evaluate --replica=1 alone == replica 1 of the one-program evaluation.
-  from momentdiff_jax import evaluation, workdir
+  from momentdiff_jax import evaluation
+  from momentdiff_jax.run import workdir
   m1 = evaluation.evaluate_workdir(str(full), split='test', replica=1)
   for k, v in agg['replicas'][1]['brief'].items():
     assert m1['brief'][k] == pytest.approx(v, abs=0.5), k   # vmap vs not: float order

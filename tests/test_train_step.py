@@ -5,10 +5,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from momentdiff_jax import diffusion
-from momentdiff_jax import train_step as ts
-from momentdiff_jax import workdir
-from momentdiff_jax.config_base import base_config
+from momentdiff_jax.common.config_base import base_config
+from momentdiff_jax.inference import sampling
+from momentdiff_jax.ops import diffusion
+from momentdiff_jax.run import train_step as ts
+from momentdiff_jax.run import workdir
 
 LV, LT, DV, DT, N = 23, 7, 37, 11, 3
 
@@ -89,7 +90,7 @@ def test_overfits_one_batch(setup):
   first, at300 = span_losses[:10].mean(), span_losses[290:300].mean()
   assert first / at300 >= 5.0, (first, at300)
 
-  sample = jax.jit(ts.make_sample_fn(model, config, schedule, steps=10))
+  sample = jax.jit(sampling.make_sample_fn(model, config, schedule, steps=10))
   out = sample(state.params, batch['video_feat'], batch['video_mask'], batch['query_feat'],
                batch['query_mask'], jax.random.PRNGKey(2))
   top = np.asarray(out['spans'])[np.arange(4), np.asarray(out['scores']).argmax(1)]
@@ -122,7 +123,7 @@ def test_sampler_computes_condition_once(setup):
   attention over the precomputed keys."""
   config, model, schedule, params = setup
   b = fixed_batch(2)
-  sample = ts.make_sample_fn(model, config, schedule, steps=5)
+  sample = sampling.make_sample_fn(model, config, schedule, steps=5)
   jaxpr = jax.make_jaxpr(sample)(params, b['video_feat'], b['video_mask'], b['query_feat'],
                                  b['query_mask'], jax.random.PRNGKey(0))
   top, in_scan = _dot_outputs(jaxpr)
@@ -144,7 +145,7 @@ def test_one_step_sampler_is_one_denoiser_call(setup):
   from momentdiff_jax.model import MomentDiff
   b = {k: jnp.asarray(v) for k, v in fixed_batch(2).items()}
   rng = jax.random.PRNGKey(3)
-  out = ts.make_sample_fn(model, config, schedule, steps=1)(
+  out = sampling.make_sample_fn(model, config, schedule, steps=1)(
       params, b['video_feat'], b['video_mask'], b['query_feat'], b['query_mask'], rng)
   init_rng, _ = jax.random.split(rng)
   x = jax.random.normal(init_rng, (2, N, 2))

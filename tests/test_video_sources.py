@@ -5,10 +5,10 @@ import ml_collections
 import numpy as np
 import pytest
 
-from momentdiff_jax import torch_mapping as tm
-from momentdiff_jax import video_sources as vs
-from momentdiff_jax.config_base import base_config
+from momentdiff_jax.common.config_base import base_config
 from momentdiff_jax.model import MomentDiff, abstract_params
+from momentdiff_jax.release import torch_mapping as tm
+from momentdiff_jax.release import video_sources as vs
 
 D, H, FFN, DT = 32, 4, 48, 12
 DC, DS = 4, 6                      # "CLIP" and "SlowFast" sizes (tiny)
@@ -104,7 +104,7 @@ def test_unmatched_sources_name_both_lists():
 
 
 def test_predictor_takes_sources_by_name(converted):
-  from momentdiff_jax.predictor import Predictor
+  from momentdiff_jax.inference.predictor import Predictor
   cfg, _, params = converted
   config = base_config()
   config.model = cfg
@@ -127,8 +127,8 @@ def test_predictor_takes_sources_by_name(converted):
 
 def test_fine_tuning_init_from_a_converted_workdir(converted, tmp_path):
   """`config.init_from`: a CLIP-first workdir starts a run on a SlowFast-first dataset."""
-  from momentdiff_jax import checkpointing
-  from momentdiff_jax import workdir as workdir_lib
+  from momentdiff_jax.run import checkpointing
+  from momentdiff_jax.run import workdir as workdir_lib
   cfg, _, params = converted
   config = base_config()
   config.model = cfg

@@ -11,11 +11,11 @@ import jax
 import pytest
 
 from configs import synthetic as synthetic_config
-from momentdiff_jax import checkpointing
 from momentdiff_jax import evaluation
-from momentdiff_jax import workdir as workdir_lib
 from momentdiff_jax.data import dataset as dataset_lib
 from momentdiff_jax.data import synthetic
+from momentdiff_jax.run import checkpointing
+from momentdiff_jax.run import workdir as workdir_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = {'model.hidden_dim': 32, 'model.num_heads': 4, 'model.ffn_dim': 64}

@@ -9,11 +9,11 @@ Public API for the training loop:
   num_eval_batches(config, data_dir, split, batch_size) -> int
   load_rows(data_dir, split) -> list of annotation dicts (row i = index i)
 """
+from momentdiff_jax.common.errors import DataError
 from momentdiff_jax.data.examples import BATCH_KEYS
-from momentdiff_jax.data.pipeline import TrainIterator
 from momentdiff_jax.data.pipeline import eval_batches
 from momentdiff_jax.data.pipeline import num_eval_batches
 from momentdiff_jax.data.pipeline import resolve_data_dir
-from momentdiff_jax.data.sources import DataError
+from momentdiff_jax.data.pipeline import TrainIterator
 from momentdiff_jax.data.store import load_dataset_info
 from momentdiff_jax.data.store import load_rows

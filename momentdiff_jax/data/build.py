@@ -13,11 +13,11 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from momentdiff_jax.common import records
+from momentdiff_jax.common.errors import DataError
 from momentdiff_jax.data import checks
 from momentdiff_jax.data import sources
 from momentdiff_jax.data import store
-from momentdiff_jax.data.sources import DataError
-from momentdiff_jax.features import records
 
 
 def split_train_videos(rows: List[dict], fraction: float, seed: int):

@@ -20,8 +20,8 @@ import sqlite3
 import tempfile
 from typing import Callable, Dict, Iterator, List
 
+from momentdiff_jax.common.errors import DataError
 from momentdiff_jax.data import sources
-from momentdiff_jax.data.sources import DataError
 
 
 def _hash(text: str) -> int:

@@ -35,7 +35,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from momentdiff_jax import replicas
+from momentdiff_jax.common import config_base
 from momentdiff_jax.data import examples as ex_lib
 from momentdiff_jax.data import store
 
@@ -112,7 +112,7 @@ class _Loader:
   def __init__(self, config, data_dir: str, split: str):
     # A plain namespace: ConfigDict attribute reads cost ~3 us each, per example.
     self.cfg = types.SimpleNamespace(**config.data.to_dict())
-    self.seed = replicas.data_seed(config)
+    self.seed = config_base.data_seed(config)
     self.reader = store.SplitReader(data_dir, split)
     rec = self.reader.records
     num_clips = rec['num_clips'].astype(np.int64)
@@ -213,7 +213,7 @@ class TrainIterator:
       raise ValueError(f'local_batch {self.local_batch} x process_count '
                        f'{process_count} != batch_size {self.global_batch}')
     self.process_index, self.process_count = process_index, process_count
-    self.seed = replicas.data_seed(config)
+    self.seed = config_base.data_seed(config)
     reuse_batch_memory()
     self._loader = _Loader(config, data_dir, split)
     eligible = np.flatnonzero(self._loader.has_target)

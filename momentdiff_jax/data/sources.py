@@ -20,39 +20,14 @@ import os
 import pickle
 import zipfile
 import zlib
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from momentdiff_jax.common.errors import DataError
+from momentdiff_jax.common.jsonl import iter_jsonl, read_jsonl
+
 REQUIRED_FIELDS = ('qid', 'query', 'vid', 'duration')
-
-
-class DataError(ValueError):
-  """A bad input file, row or field (the message names it)."""
-
-
-def iter_jsonl(path: str) -> Iterator[dict]:
-  """Yields the rows of a jsonl file (with `_line`); a malformed line raises
-  DataError with file and line."""
-  with open(path) as f:
-    for lineno, line in enumerate(f, start=1):
-      if not line.strip():
-        continue
-      try:
-        row = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise DataError(f'{path}:{lineno}: malformed JSON line ({e.msg} at column '
-                        f'{e.colno}): {line.strip()[:120]!r}') from None
-      if not isinstance(row, dict):
-        raise DataError(f'{path}:{lineno}: expected a JSON object, got '
-                        f'{type(row).__name__}')
-      row['_line'] = lineno
-      yield row
-
-
-def read_jsonl(path: str) -> List[dict]:
-  """Parses a jsonl file; a malformed line raises DataError with file and line."""
-  return list(iter_jsonl(path))
 
 
 def validate_rows(rows: Iterable[dict], path: str, *, require_windows: bool = True,

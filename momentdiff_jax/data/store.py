@@ -33,7 +33,7 @@ from typing import Dict, Iterator, List, Optional
 
 import numpy as np
 
-from momentdiff_jax.data.sources import DataError
+from momentdiff_jax.common.errors import DataError
 
 FORMAT = 'momentdiff_jax.video_keyed_store'
 FORMAT_VERSION = '2.0.0'

@@ -7,6 +7,7 @@
 * `weights`: safe, strict loading of local weight files.
 * `backbones`: loaded backbones as data-parallel `uint8 clips -> features` encoders.
 * `extract`: feature files in the Moment-DETR layout (data_prep/extract_features.py).
-* `records`: what produced a set of features; checked by `Predictor.predict_video`.
+* what produced a set of features is recorded with `common.records` (checked by
+  `Predictor.predict_video`).
 docs/features.md lists the facts and their sources.
 """

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from momentdiff_jax.features import records
+from momentdiff_jax.common import records
 from momentdiff_jax.features import video
 
 NAMES = records.NAMES

@@ -23,6 +23,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from momentdiff_jax.common.errors import DataError
+from momentdiff_jax.common.jsonl import read_jsonl
 from momentdiff_jax.features import backbones as bb
 from momentdiff_jax.features import video
 
@@ -242,7 +244,6 @@ def extract_queries(jsonl: str, output: str, enc: bb.Encoders, batch_size: int =
                     overwrite: bool = False, log: Callable[[str], None] = print) -> int:
   """`output/clip_text_features/qid<qid>.npz` (key last_hidden_state) for every row of
   `jsonl` (fields qid, query); returns the number written."""
-  from momentdiff_jax.data.sources import read_jsonl, DataError
   rows = read_jsonl(jsonl)
   for r in rows:
     if 'qid' not in r or not isinstance(r.get('query'), str):

@@ -1,7 +1,7 @@
 """Building blocks shared by the encoder and the denoiser.
 
 Parameter names follow the release's PyTorch modules (`kernel` = torch `weight`
-transposed, `scale` = LayerNorm `weight`), so `momentdiff_jax.torch_mapping` can map a
+transposed, `scale` = LayerNorm `weight`), so `momentdiff_jax.release.torch_mapping` can map a
 release checkpoint by rule. Initializers mirror torch's defaults where the release
 relies on them (Linear biases U(+-1/sqrt(fan_in)), xavier-uniform kernels inside the
 transformer, PReLU slope 0.25), so training from scratch starts where the release does.

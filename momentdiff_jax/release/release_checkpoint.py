@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from momentdiff_jax import config_base
+from momentdiff_jax.common import config_base
 
 TORCH_HINT = ('PyTorch is needed only to read release checkpoints. Install the CPU wheel, '
               "e.g. `pip install -e '.[torch]'` (or `pip install torch --index-url "

@@ -15,11 +15,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from momentdiff_jax import checkpointing
-from momentdiff_jax import config_base
-from momentdiff_jax import replicas as replicas_lib
-from momentdiff_jax import video_sources
+from momentdiff_jax.common import config_base
 from momentdiff_jax.model import MomentDiff, abstract_params
+from momentdiff_jax.release import video_sources
+from momentdiff_jax.run import checkpointing
+from momentdiff_jax.run import replicas as replicas_lib
 
 
 def create_model(config, video_dim: int, text_dim: int) -> MomentDiff:

@@ -29,12 +29,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from momentdiff_jax import diffusion
-from momentdiff_jax import evaluation
-from momentdiff_jax import train_step as ts
-from momentdiff_jax import workdir as workdir_lib
 from momentdiff_jax.data.examples import append_tef
 from momentdiff_jax.data.sources import combine_video_types, l2_normalize
+from momentdiff_jax.inference import postprocess
+from momentdiff_jax.inference import sampling
+from momentdiff_jax.ops import diffusion
+from momentdiff_jax.run import workdir as workdir_lib
 
 
 class Predictor:
@@ -46,7 +46,7 @@ class Predictor:
     self.params = params
     self.model = workdir_lib.create_model(config, config.video_dim, config.text_dim)
     self.sampling_steps = int(sampling_steps or config.diffusion.sampling_steps)
-    self._sample = jax.jit(ts.make_sample_fn(self.model, config,
+    self._sample = jax.jit(sampling.make_sample_fn(self.model, config,
                                              diffusion.make_schedule(config.diffusion),
                                              self.sampling_steps))
     self._rng = jax.random.PRNGKey(seed)
@@ -164,10 +164,10 @@ class Predictor:
     out = jax.device_get(self._sample(self.params, jnp.asarray(vf), jnp.asarray(vm),
                                       jnp.asarray(qf), jnp.asarray(qm), rng))
     clip_len = clip_len or self.config.data.get('clip_len') or duration / n
-    wins = evaluation.windows_from_spans(
+    wins = postprocess.windows_from_spans(
         out['spans'], out['scores'], np.asarray([n * clip_len]), np.asarray([duration]),
         self.config.max_pred_windows, self.config.nms_threshold,
-        evaluation.round_unit(self.config, clip_len))[0]
+        postprocess.round_unit(self.config, clip_len))[0]
     return {'pred_relevant_windows': wins,
             'pred_saliency_scores': np.asarray(out['saliency'][0, :n]).round(4).tolist()}
 
@@ -177,7 +177,7 @@ class Predictor:
     if self._encoders is not None:
       return self._encoders
     from momentdiff_jax.features import backbones as bb
-    from momentdiff_jax.features import records
+    from momentdiff_jax.common import records
     rec = self.config.data.get('backbones')
     rec = rec.to_dict() if hasattr(rec, 'to_dict') else rec
     if not rec and self.video_sources:

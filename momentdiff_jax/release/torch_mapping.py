@@ -7,7 +7,7 @@
     calls (decoder self-attention, the T2V layers' `self_attn_new`, `bbox_embed`,
     `ref_anchor_head`, the two unused contrastive projections, the text position
     embedding unless `text_position='learned'`), and the diffusion-schedule buffers
-    (recomputed by `momentdiff_jax.diffusion`).
+    (recomputed by `momentdiff_jax.ops.diffusion`).
 Mapped entries are derived by rule from our parameter tree (our module names are the
 release's, with `x.N` written `x_N` and the `transformer.` wrapper dropped), so the
 table cannot drift from the model. Transforms:
@@ -126,7 +126,7 @@ def _skipped(model_cfg, num_timesteps: int) -> list:
                      None, 'skip', reason=why))
     out.append(Entry('txt_position_embed.LayerNorm.weight', (d,), None, 'skip', reason=why))
     out.append(Entry('txt_position_embed.LayerNorm.bias', (d,), None, 'skip', reason=why))
-  why = 'diffusion schedule buffer: recomputed by momentdiff_jax.diffusion'
+  why = 'diffusion schedule buffer: recomputed by momentdiff_jax.ops.diffusion'
   for b in _SCHEDULE_BUFFERS:
     out.append(Entry('transformer.' + b, (num_timesteps,), None, 'skip', reason=why,
                      is_buffer=True))

@@ -140,3 +140,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.round_windows = True
   c.round_seconds = 0.0
   return c
+
+
+def data_seed(config) -> int:
+  """The seed of the data order and per-example sampling: `data.seed`, else `seed`."""
+  s = config.data.get('seed', None)
+  return int(config.seed if s is None else s)

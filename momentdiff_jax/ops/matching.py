@@ -12,7 +12,7 @@ cheap next to the model, and exact (not an auction / Sinkhorn approximation).
 import jax
 import jax.numpy as jnp
 
-from momentdiff_jax import spans as span_ops
+from momentdiff_jax.ops import spans as span_ops
 
 
 def linear_sum_assignment(cost, col_mask=None):

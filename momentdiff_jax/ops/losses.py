@@ -16,8 +16,8 @@ values are the release's.
 import jax
 import jax.numpy as jnp
 
-from momentdiff_jax import matching
-from momentdiff_jax import spans as span_ops
+from momentdiff_jax.ops import matching
+from momentdiff_jax.ops import spans as span_ops
 
 FOREGROUND, BACKGROUND = 0, 1
 

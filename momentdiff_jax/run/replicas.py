@@ -20,7 +20,8 @@ from typing import Any, Optional
 import ml_collections
 import numpy as np
 
-from momentdiff_jax.config_base import SWEEPABLE, get_key, set_key
+from momentdiff_jax.common import config_base
+from momentdiff_jax.common.config_base import SWEEPABLE, get_key, set_key
 
 # Swept keys whose values must be > 0 (0 would change the program's meaning, e.g.
 # grad_clip_norm = 0 means "no clipping", not "clip to 0").
@@ -35,12 +36,6 @@ class Replica:
 
   def describe(self) -> dict[str, Any]:
     return {'replica': self.index, 'seed': self.seed, **self.values}
-
-
-def data_seed(config) -> int:
-  """The seed of the data order and per-example sampling: `data.seed`, else `seed`."""
-  s = config.data.get('seed', None)
-  return int(config.seed if s is None else s)
 
 
 def sweep_values(config) -> dict[str, tuple[float, ...]]:
@@ -136,7 +131,7 @@ def replica_config(config, index: int) -> ml_collections.ConfigDict:
     raise ValueError(f'replica {index} out of range: the run has {len(reps)} replicas')
   rep = reps[index]
   out = ml_collections.ConfigDict(config.to_dict())
-  out.data.seed = data_seed(config)
+  out.data.seed = config_base.data_seed(config)
   out.seed = rep.seed
   out.num_seeds = 1
   for key in SWEEPABLE:

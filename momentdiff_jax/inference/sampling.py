@@ -1,0 +1,62 @@
+"""The compiled sampling program: condition once, then one `lax.scan` over DDIM steps.
+
+`make_sample_fn` is one run's sampler; `make_replica_sample_fn` vmaps it over a leading
+replica axis (params, rng keys and swept values), the batch shared.
+"""
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from momentdiff_jax.model import MomentDiff
+from momentdiff_jax.ops import diffusion
+from momentdiff_jax.run import replicas as replicas_lib
+
+
+def make_replica_sample_fn(model: MomentDiff, config, schedule: diffusion.Schedule,
+                           steps: int, return_trajectory: bool = False) -> Callable:
+  """`sample(params, video_feat, video_mask, query_feat, query_mask, rngs, hparams)`:
+  `make_sample_fn` over R replicas (params, rngs (R, key), hparams `{key: (R,)}`)
+  on a shared batch; every output gains a leading (R,) axis."""
+
+  def one(params, video_feat, video_mask, query_feat, query_mask, rng, hp):
+    cfg = replicas_lib.with_hparams(config, hp)
+    return make_sample_fn(model, cfg, schedule, steps, return_trajectory)(
+        params, video_feat, video_mask, query_feat, query_mask, rng)
+
+  return jax.vmap(one, in_axes=(0, None, None, None, None, 0, 0))
+
+
+def make_sample_fn(model: MomentDiff, config, schedule: diffusion.Schedule,
+                   steps: int, return_trajectory: bool = False) -> Callable:
+  """`sample(params, video_feat, video_mask, query_feat, query_mask, rng) -> dict`.
+
+  The condition and the decoder's condition-only projections are computed once;
+  the DDIM loop (one `lax.scan`) then only runs the N_r query rows per step.
+  Returns `spans (B, N, 2)` (center, width), `scores (B, N)` foreground probability,
+  `saliency (B, Lv)`, and `trajectory (S, B, N, 2)` when asked.
+  """
+  dcfg = config.diffusion
+
+  def sample(params, video_feat, video_mask, query_feat, query_mask, rng):
+    cond = model.apply(params, video_feat, video_mask, query_feat, query_mask, train=False,
+                       method=MomentDiff.encode)
+    cache = model.apply(params, cond, method=MomentDiff.prepare)
+
+    def denoise_fn(spans, t):
+      out = model.apply(params, cache, spans, t, train=False, method=MomentDiff.denoise)
+      return out['pred_logits'][-1], out['pred_spans'][-1]
+
+    shape = (video_feat.shape[0], dcfg.num_spans, 2)
+    res = diffusion.ddim_sample(denoise_fn, rng, shape, schedule, steps, dcfg.eta, dcfg.scale,
+                                return_trajectory=return_trajectory)
+    out = {
+        'spans': res[0],
+        'scores': jax.nn.softmax(res[1].astype(jnp.float32), axis=-1)[..., 0],
+        'saliency': cond['saliency'],
+    }
+    if return_trajectory:
+      out['trajectory'] = res[2]
+    return out
+
+  return sample
