@@ -4,8 +4,8 @@
       [--num_seeds=K | --num_seeds=1,4,16]
 
 Shapes: Dv 2818, Dt 512, N_r 5, configs/charades.py hyper-parameters; video lengths
-follow the real Charades-STA durations (1 clip/s, from ../shared/data/annotations/
-charades when present, else a fixed log-normal fit of them), query lengths are
+follow the real Charades-STA durations (1 clip/s; the counts shipped in
+benchmarks/data/charades_sta_lengths.json, or `--annotations=DIR`), query lengths are
 words + 2 capped at 32; feature values are random. Training batches (32) are cut by
 the input pipeline's own bucket plan (`data.length_buckets`), inference batches
 (`--infer_batch`, 64 on CPU) by its eval plan; each measured bucket is weighted by
@@ -240,8 +240,9 @@ def main():
                        'for ~40 s per bucket: put the part you need first).')
   ap.add_argument('--roof_gflops', type=float, default=210.0,
                   help='Roof printed beside the achieved GFLOP/s (a large fp32 matmul).')
-  ap.add_argument('--annotations', default=os.path.join(ROOT, '..', 'shared', 'data',
-                                                        'annotations', 'charades'))
+  ap.add_argument('--annotations', default=None,
+                  help='Dir of Charades-STA annotation files to take the lengths from '
+                       '(default: the shipped table, benchmarks/data/charades_sta_lengths.json).')
   args = ap.parse_args()
   args.steps = [int(s) for s in args.steps.split(',')]
   try:

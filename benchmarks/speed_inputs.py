@@ -1,41 +1,70 @@
-"""Inputs of benchmarks/speed.py: Charades-STA lengths, bucket shares, random batches."""
+"""Inputs of benchmarks/speed.py: Charades-STA lengths, bucket shares, random batches.
+
+The lengths come from a table shipped with the repository
+(`benchmarks/data/charades_sta_lengths.json`: per split, how many queries have each
+clip count and each word count), so a clone without the annotation files measures the
+same mix. Rewrite it from the annotation files with
+  python benchmarks/speed_inputs.py --annotations=DIR/charades --write_table=PATH
+"""
+import argparse
+import collections
 import glob
 import json
 import os
+import sys
 
 import numpy as np
 
-from momentdiff_jax.data import pipeline
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from momentdiff_jax.data import pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+TABLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data',
+                     'charades_sta_lengths.json')
 
 
-def load_lengths(annotation_dir: str, max_v_l: int, max_q_l: int, seed: int = 0) -> dict:
-  """Clip counts (1 clip/s) and query token counts (words + 2, capped) per split.
-
-  Falls back to a log-normal fit of the Charades-STA durations (median 30 s, 99th
-  percentile ~62 s, 5..194 s) and 4..10-word queries when the annotations are absent.
-  """
+def length_table(annotation_dir: str) -> dict:
+  """{split: {'rows', 'clips': {n: count}, 'words': {n: count}}} of the Charades-STA
+  files `*train*.jsonl` / `*test*.jsonl` in `annotation_dir`: clips = ceil(duration)
+  at 1 clip/s (uncapped), words = whitespace-separated words of the query."""
   out = {}
   for split in ('train', 'test'):
     files = sorted(glob.glob(os.path.join(annotation_dir, f'*{split}*.jsonl')))
     if not files:
-      break
-    rows = [json.loads(l) for l in open(files[0]) if l.strip()]
-    out[split] = (np.array([r['duration'] for r in rows], np.float64),
-                  np.array([len(r['query'].split()) for r in rows], np.int64))
-  if len(out) == 2:
+      raise FileNotFoundError(f'no *{split}*.jsonl annotation file in {annotation_dir}')
+    with open(files[0], encoding='utf-8') as f:
+      rows = [json.loads(l) for l in f if l.strip()]
+    clips = collections.Counter(int(np.ceil(float(r['duration']))) for r in rows)
+    words = collections.Counter(len(r['query'].split()) for r in rows)
+    out[split] = {'file': os.path.basename(files[0]), 'rows': len(rows),
+                  'clips': {str(k): clips[k] for k in sorted(clips)},
+                  'words': {str(k): words[k] for k in sorted(words)}}
+  return out
+
+
+def _expand(hist: dict) -> np.ndarray:
+  """{value: count} -> the values, each repeated `count` times, ascending."""
+  keys = sorted(hist, key=int)
+  return np.repeat(np.array([int(k) for k in keys], np.int64),
+                   np.array([int(hist[k]) for k in keys], np.int64))
+
+
+def load_lengths(annotation_dir, max_v_l: int, max_q_l: int) -> dict:
+  """Clip counts (1 clip/s, capped at `max_v_l`) and query token counts (words + 2,
+  capped at `max_q_l`) per split: from the shipped table, or from the Charades-STA
+  annotation files in `annotation_dir` when given (an error if it has none)."""
+  if annotation_dir:
+    table = length_table(annotation_dir)
     # Named by folder, not absolute path: results are shared between machines.
     source = 'Charades-STA annotations (' + '/'.join(
         os.path.normpath(annotation_dir).split(os.sep)[-3:]) + ')'
   else:
-    rng = np.random.default_rng(seed)
-    source = 'log-normal fit of Charades-STA (annotations not found)'
-    for split, n in (('train', 12404), ('test', 3720)):
-      dur = np.clip(np.exp(rng.normal(np.log(30.0), 0.3, n)), 5.0, 194.0)
-      out[split] = (dur, rng.integers(4, 11, n))
+    with open(TABLE, encoding='utf-8') as f:
+      table = json.load(f)
+    source = 'Charades-STA lengths table (benchmarks/data/' + os.path.basename(TABLE) + ')'
   res = {'source': source}
-  for split, (dur, words) in out.items():
-    res[f'{split}_clips'] = np.minimum(np.ceil(dur).astype(np.int64), max_v_l)
-    res[f'{split}_query_len'] = np.minimum(words + 2, max_q_l)
+  for split in ('train', 'test'):
+    res[f'{split}_clips'] = np.minimum(_expand(table[split]['clips']), max_v_l)
+    res[f'{split}_query_len'] = np.minimum(_expand(table[split]['words']) + 2, max_q_l)
   return res
 
 
@@ -116,3 +145,27 @@ def train_batch(rng, b, lv, lengths, config, dv=2818, dt=512):
           'span_targets': spans, 'span_mask': span_mask, 'saliency_labels': labels,
           'saliency_pos_idx': pos.astype(np.int32), 'saliency_neg_idx': neg.astype(np.int32),
           'example_mask': np.ones((b,), np.float32)}
+
+
+def main():
+  ap = argparse.ArgumentParser(description='Writes the Charades-STA lengths table.')
+  ap.add_argument('--annotations', required=True,
+                  help='dir of charades_sta_{train,test}_tvr_format.jsonl')
+  ap.add_argument('--write_table', default=TABLE)
+  args = ap.parse_args()
+  table = length_table(args.annotations)
+  table = {'about': 'Charades-STA (Moment-DETR format) queries per clip count '
+                    '(ceil(duration), 1 clip/s) and per query word count; counts derived '
+                    'from annotations under CC BY-NC-SA 4.0 (tests/fixtures/annotations/'
+                    'LICENSE). Written by benchmarks/speed_inputs.py.', **table}
+  tmp = args.write_table + '.tmp'
+  with open(tmp, 'w', encoding='utf-8') as f:
+    json.dump(table, f, indent=1)
+    f.write('\n')
+  os.replace(tmp, args.write_table)
+  print(f'wrote {args.write_table}: ' + ', '.join(
+      f'{s} {table[s]["rows"]} rows' for s in ('train', 'test')))
+
+
+if __name__ == '__main__':
+  main()

@@ -63,8 +63,9 @@ def main():
   ap.add_argument('--iters', type=int, default=0, help='Timed calls (default 20 on '
                   'accelerators, 6 on CPU).')
   ap.add_argument('--output', default='')
-  ap.add_argument('--annotations', default=os.path.join(ROOT, '..', 'shared', 'data',
-                                                        'annotations', 'charades'))
+  ap.add_argument('--annotations', default=None,
+                  help='Dir of Charades-STA annotation files to take the lengths from '
+                       '(default: the shipped table, benchmarks/data/charades_sta_lengths.json).')
   args = ap.parse_args()
   dev = jax.devices()[0]
   iters = args.iters or (6 if dev.platform == 'cpu' else 20)
