@@ -80,14 +80,14 @@ def format_metrics(metrics: dict) -> str:
 def score_files(predictions: str, ground_truth: str, dataset: str,
                 output: str = None) -> dict:
   """File-scoring mode: metrics of a prediction file, printed and optionally saved."""
+  from momentdiff_jax.common import atomic
   from momentdiff_jax.ops import metrics as metrics_lib
   metrics = metrics_lib.evaluate_files(predictions, ground_truth, dataset)
   print(format_metrics(metrics))
   if output:
     if os.path.dirname(output):
       os.makedirs(os.path.dirname(output), exist_ok=True)
-    with open(output, 'w') as f:
-      json.dump(metrics, f, indent=2)
+    atomic.write_json(output, metrics)
   return metrics
 
 

@@ -35,7 +35,7 @@ flags.DEFINE_integer('num_frames', 10, 'Frames in the --plot strip.')
 def main(argv):
   del argv
   from momentdiff_jax.run import compile_cache  # pylint: disable=g-import-not-at-top
-  from momentdiff_jax.common import console
+  from momentdiff_jax.common import atomic, console  # pylint: disable=g-import-not-at-top
   console.quiet_libraries(console.verbosity_given(FLAGS))
   compile_cache.enable(None)     # the default directory (MOMENTDIFF_COMPILE_CACHE, ...)
   from momentdiff_jax import Predictor# pylint: disable=g-import-not-at-top
@@ -62,8 +62,7 @@ def main(argv):
   if FLAGS.output:
     if os.path.dirname(FLAGS.output):
       os.makedirs(os.path.dirname(FLAGS.output), exist_ok=True)
-    with open(FLAGS.output, 'w') as f:
-      f.write(text + '\n')
+    atomic.write_text(FLAGS.output, text + '\n')
   if FLAGS.plot:
     from momentdiff_jax.inference import plots  # pylint: disable=g-import-not-at-top
     from momentdiff_jax.features import video  # pylint: disable=g-import-not-at-top

@@ -1,7 +1,7 @@
 r"""Convert an authors' PyTorch MomentDiff checkpoint into a momentdiff_jax workdir.
 
   python data_prep/convert_torch_checkpoint.py --checkpoint=model_best.ckpt \
-      --config=configs/charades.py --workdir=DIR [--config.data.dir=DATA]
+      --config=configs/charades.py --workdir=DIR [--overwrite] [--config.data.dir=DATA]
 
 Reads the file the release's train.py writes (`{"model", "optimizer", "lr_scheduler",
 "epoch", "opt"}`) or a bare state_dict, with `torch.load(weights_only=True)` allowing
@@ -15,6 +15,10 @@ and every conflict with the file is printed. Every tensor is mapped through the 
 table in `momentdiff_jax.release.torch_mapping`; DIR gets config.json and the params as its
 best checkpoint, which evaluate.py and Predictor load. Strict: an unknown tensor, an
 unfilled parameter or a shape mismatch stops the conversion with the full list.
+
+A non-empty DIR is refused, naming what it holds (`--overwrite` replaces it). The
+workdir is written whole in a hidden sibling folder and renamed into place: a crash
+leaves DIR as it was (or absent), never a half-written workdir.
 """
 import os
 import sys
@@ -35,6 +39,8 @@ _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.', lock_c
 _VIDEO_DIM = flags.DEFINE_integer('video_dim', None, 'Dv incl. TEF (default: from the file).')
 _TEXT_DIM = flags.DEFINE_integer('text_dim', None, 'Dt (default: from the file).')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Output workdir.')
+_OVERWRITE = flags.DEFINE_bool('overwrite', False,
+                               'Replace a non-empty --workdir (refused otherwise).')
 _VIDEO_SOURCES = flags.DEFINE_list(
     'video_sources', None, 'Video feature sources in the order the weights expect, e.g. '
     'clip_features,slowfast_features (default: the file\'s opt.v_feat_dirs).')
@@ -76,11 +82,6 @@ def check_schedule(sd: dict, config) -> str:
           else f'WARNING: schedule differs from the file (max |d alphas_cumprod| {diff:.2e})')
 
 
-def save_converted(workdir: str, config, variables) -> None:
-  from momentdiff_jax.run import checkpointing  # pylint: disable=g-import-not-at-top
-  checkpointing.save_converted(workdir, config, variables)
-
-
 def configure(config, sd: dict, opt, explicit: dict) -> tuple:
   """Fills `config` from the file; returns (video_dim, text_dim, report lines)."""
   file_dv, file_dt = infer_dims(sd)
@@ -102,6 +103,11 @@ def main(argv):
   config = _CONFIG.value
   if config is None or not _CHECKPOINT.value or not _WORKDIR.value:
     raise app.UsageError('--checkpoint, --config and --workdir are required.')
+  from momentdiff_jax.run import checkpointing  # pylint: disable=g-import-not-at-top
+  refused = checkpointing.converted_workdir_refusal(_WORKDIR.value, _OVERWRITE.value)
+  if refused:    # before anything is read or computed
+    print(f'convert_torch_checkpoint: {refused}', file=sys.stderr)
+    raise SystemExit(1)
   try:
     sd, opt = release_checkpoint.load(_CHECKPOINT.value)
   except release_checkpoint.CheckpointError as e:
@@ -134,7 +140,7 @@ def main(argv):
   for name in skipped:
     print(f'  {name}')
   print(check_schedule(sd, config))
-  save_converted(_WORKDIR.value, config, variables)
+  checkpointing.save_converted(_WORKDIR.value, config, variables, overwrite=_OVERWRITE.value)
   print(f'Wrote {os.path.join(_WORKDIR.value, "config.json")} and the params checkpoint '
         f'under {os.path.join(_WORKDIR.value, "checkpoints")}.')
 

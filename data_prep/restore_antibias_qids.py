@@ -25,6 +25,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from momentdiff_jax.common import atomic  # pylint: disable=g-import-not-at-top
 from momentdiff_jax.data import antibias  # pylint: disable=g-import-not-at-top
 
 
@@ -43,11 +44,7 @@ def main(argv=None):
   originals = [r for path in args.original.split(',') for r in antibias.read_rows(path)]
   mapped, unmapped, near = antibias.restore_qids(rows, originals, args.near_text)
   os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-  tmp = args.output + '.tmp'
-  with open(tmp, 'w') as f:
-    for r in mapped:
-      f.write(json.dumps(r) + '\n')
-  os.replace(tmp, args.output)
+  atomic.write_jsonl(args.output, mapped)
   print(f'{args.authors}: {len(mapped)} of {len(rows)} rows mapped to original qids '
         f'-> {args.output}')
   for line, r, original in near:

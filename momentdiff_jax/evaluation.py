@@ -7,6 +7,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from momentdiff_jax.common import atomic
 from momentdiff_jax.data import dataset as dataset_lib
 from momentdiff_jax.inference import postprocess
 from momentdiff_jax.inference import sampling
@@ -87,16 +88,15 @@ def score(preds, dataset, split: str, dataset_name: str) -> Optional[dict]:
 
 
 def write_outputs(out_dir: str, split: str, preds, metrics: Optional[dict]):
-  """Writes `<split>_preds.jsonl` and `<split>_metrics.json` (process 0 only)."""
+  """Writes `<split>_preds.jsonl` and `<split>_metrics.json` (process 0 only), each
+  whole or not at all (`common.atomic`): an earlier evaluation's files stay intact
+  until the new ones are complete."""
   if jax.process_index() != 0:
     return
   os.makedirs(out_dir, exist_ok=True)
-  with open(os.path.join(out_dir, f'{split}_preds.jsonl'), 'w') as f:
-    for p in preds:
-      f.write(json.dumps(p) + '\n')
+  atomic.write_jsonl(os.path.join(out_dir, f'{split}_preds.jsonl'), preds)
   if metrics is not None:
-    with open(os.path.join(out_dir, f'{split}_metrics.json'), 'w') as f:
-      json.dump(metrics, f, indent=2)
+    atomic.write_json(os.path.join(out_dir, f'{split}_metrics.json'), metrics)
 
 
 def write_replica_outputs(out_dir: str, split: str, preds: list, metrics: list, reps):
@@ -107,8 +107,7 @@ def write_replica_outputs(out_dir: str, split: str, preds: list, metrics: list, 
     write_outputs(os.path.join(out_dir, f'r{rep.index}'), split, p, m)
   agg = replicas_lib.aggregate(metrics, reps)
   if agg is not None and jax.process_index() == 0:
-    with open(os.path.join(out_dir, f'{split}_metrics.json'), 'w') as f:
-      json.dump(agg, f, indent=2)
+    atomic.write_json(os.path.join(out_dir, f'{split}_metrics.json'), agg)
   return agg
 
 

@@ -19,6 +19,7 @@ import ml_collections
 import numpy as np
 
 from momentdiff_jax import evaluation
+from momentdiff_jax.common import atomic
 from momentdiff_jax.data import dataset as dataset_lib
 from momentdiff_jax.inference import sampling
 from momentdiff_jax.ops import diffusion
@@ -50,10 +51,8 @@ class MetricsWriter:
       # them again.
       with open(self.path) as f:
         rows = [json.loads(l) for l in f if l.strip()]
-      keep = [json.dumps(r) + '\n' for r in rows if r['step'] <= resume_step
-              and not any(k.startswith('final_') for k in r)]
-      with open(self.path, 'w') as f:
-        f.writelines(keep)
+      atomic.write_jsonl(self.path, [r for r in rows if r['step'] <= resume_step
+                                     and not any(k.startswith('final_') for k in r)])
     if tensorboard:
       try:
         from tensorboardX import SummaryWriter
@@ -120,8 +119,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     log(f'Resuming {workdir} with changed settings: ' + '; '.join(changes))
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json_best_effort(indent=2))
+    atomic.write_text(os.path.join(workdir, 'config.json'),
+                      config.to_json_best_effort(indent=2))
 
   mesh = mesh_lib.make_mesh(n_rep)
   repl = mesh_lib.replicated(mesh)

@@ -335,14 +335,23 @@ def test_release_checkpoint_file_converts_with_its_opt(tmp_path):
   ckpt = tmp_path / 'model_best.ckpt'
   _release_file(torch, sd, ckpt, RELEASE_OPT)
   workdir = tmp_path / 'wd'
+  workdir.mkdir()
+  (workdir / 'notes.txt').write_text('a file of the user')
   env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''),
              JAX_PLATFORMS='cpu')
-  res = subprocess.run(
+  convert = lambda *flags: subprocess.run(
       [sys.executable, os.path.join(REPO, 'data_prep', 'convert_torch_checkpoint.py'),
        f'--checkpoint={ckpt}', f'--config={os.path.join(REPO, "configs", "charades.py")}',
-       f'--workdir={workdir}', '--config.learning_rate=0.001'],
+       f'--workdir={workdir}', '--config.learning_rate=0.001', *flags],
       capture_output=True, text=True, env=env, cwd=str(tmp_path))
+  res = convert()                # a non-empty workdir: refused, named, untouched
+  assert res.returncode == 1
+  assert f'{workdir} is not empty (it holds notes.txt): pass --overwrite' in res.stderr
+  assert os.listdir(workdir) == ['notes.txt']
+  res = convert('--overwrite')
   assert res.returncode == 0, res.stdout + res.stderr
+  assert sorted(os.listdir(workdir)) == ['checkpoints', 'config.json']
+  assert sorted(os.listdir(tmp_path)) == ['model_best.ckpt', 'wd']
   assert 'conflict: learning_rate = 0.001 given explicitly, the checkpoint says 0.0002' in res.stdout
   from momentdiff_jax.run import checkpointing
   c = checkpointing.load_config(str(workdir))

@@ -22,6 +22,8 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from momentdiff_jax.common import atomic
+
 LEN_THRESHOLD = 10.0
 MOM_THRESHOLD = 15.0
 
@@ -88,11 +90,7 @@ def write_splits(splits: Dict[str, List[dict]], kind: str, output_dir: str):
   paths = []
   for split, name in zip(('train', 'test'), FILENAMES[kind]):
     path = os.path.join(output_dir, name)
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
-      for r in splits[split]:
-        f.write(json.dumps(r) + '\n')
-    os.replace(tmp, path)
+    atomic.write_jsonl(path, splits[split])
     paths.append(path)
   return paths
 

@@ -16,13 +16,13 @@ import glob
 import json
 import os
 import queue
-import tempfile
 import threading
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from momentdiff_jax.common import atomic
 from momentdiff_jax.common.errors import DataError
 from momentdiff_jax.common.jsonl import read_jsonl
 from momentdiff_jax.features import backbones as bb
@@ -56,16 +56,8 @@ def list_videos(spec: str) -> List[Tuple[str, str]]:
 
 def atomic_savez(path: str, **arrays) -> None:
   """np.savez to a temp file in the same dir, then rename: never a half-written file."""
-  d = os.path.dirname(path)
-  fd, tmp = tempfile.mkstemp(prefix='.tmp-', suffix='.npz', dir=d)
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      np.savez(f, **arrays)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  with atomic.atomic_open(path, 'wb') as f:
+    np.savez(f, **arrays)
 
 
 def write_manifest(feat_dir: str, rec: dict) -> None:
@@ -84,10 +76,7 @@ def write_manifest(feat_dir: str, rec: dict) -> None:
                        + '; write to another --output or remove that dir')
     return
   os.makedirs(feat_dir, exist_ok=True)
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(rec, f, indent=2)
-  os.replace(tmp, path)
+  atomic.write_json(path, rec)
 
 
 def _decode_worker(enc: bb.Encoders, vid: str, path: str, clip_len: float,

@@ -14,10 +14,14 @@ exactly the layout above.
 """
 import json
 import os
+import shutil
+import uuid
 from typing import Any, Optional
 
 import jax
 import orbax.checkpoint as ocp
+
+from momentdiff_jax.common import atomic
 
 BEST_METRIC = 'MR-full-mAP'
 
@@ -194,16 +198,63 @@ def _replicated_like(metadata):
                       metadata)
 
 
-def save_converted(workdir: str, config, params, step: int = 0):
-  """Writes `config.json` and `params` as the best checkpoint (converted weights)."""
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, 'config.json'), 'w') as f:
-    f.write(config.to_json_best_effort(indent=2))
+def converted_workdir_refusal(workdir: str, overwrite: bool = False) -> Optional[str]:
+  """None when `save_converted` may write `workdir`; else why not, naming what the
+  folder holds (a non-empty workdir is replaced only with `overwrite`)."""
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    return f'{workdir} is a file, not a folder'
+  held = sorted(os.listdir(workdir)) if os.path.isdir(workdir) else []
+  if not held or overwrite:
+    return None
+  names = [h + ('/' if os.path.isdir(os.path.join(workdir, h)) else '') for h in held]
+  more = f' and {len(names) - 8} more' if len(names) > 8 else ''
+  return (f'{workdir} is not empty (it holds {", ".join(names[:8])}{more}): '
+          'pass --overwrite to replace it, or choose another workdir')
+
+
+def _write_converted(workdir: str, config, params, step: int):
+  """The checkpoint first, complete on disk, then `config.json` (atomically): a folder
+  with a config.json always has the weights that config describes."""
   mngr = ocp.CheckpointManager(_dir(workdir, 'best'), item_names=('params',),
                                options=ocp.CheckpointManagerOptions(create=True))
-  mngr.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(params)))
+  saved = mngr.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(params)))
   mngr.wait_until_finished()
   mngr.close()
+  if not saved:    # orbax skips a step that exists: never a new config on old weights
+    raise RuntimeError(f'orbax did not save step {step} under {_dir(workdir, "best")}')
+  atomic.write_text(os.path.join(workdir, 'config.json'), config.to_json_best_effort(indent=2))
+
+
+def save_converted(workdir: str, config, params, step: int = 0, overwrite: bool = False):
+  """Writes a workdir: `params` as its best checkpoint (converted weights) and its
+  `config.json`, which evaluate.py and Predictor load.
+
+  Written whole in a hidden sibling folder (`.tmp-<name>-<random>`), then renamed into
+  place; an existing workdir (only with `overwrite`; a non-empty one is refused by
+  name) is moved aside just before and removed after. A crash leaves the previous
+  workdir (or, between the two renames, none) plus a hidden sibling, never a workdir
+  whose config names weights that are not there.
+  """
+  refused = converted_workdir_refusal(workdir, overwrite)
+  if refused:
+    raise FileExistsError(refused)
+  workdir = os.path.abspath(workdir)
+  parent, name = os.path.split(workdir)
+  os.makedirs(parent, exist_ok=True)
+  tmp = os.path.join(parent, f'.tmp-{name}-{uuid.uuid4().hex[:8]}')
+  os.mkdir(tmp)     # not mkdtemp (mode 0700): the workdir gets the usual permissions
+  try:
+    _write_converted(tmp, config, params, step)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  old = None
+  if os.path.exists(workdir):
+    old = os.path.join(parent, f'.old-{name}-{uuid.uuid4().hex[:8]}')
+    os.rename(workdir, old)
+  os.rename(tmp, workdir)
+  if old:
+    shutil.rmtree(old)
 
 
 def load_config(workdir: str):
