@@ -6,6 +6,21 @@ setup(
     description='MomentDiff (diffusion-based video moment retrieval) in JAX/Flax',
     packages=find_packages(include=['momentdiff_jax', 'momentdiff_jax.*']),
     python_requires='>=3.10',
+    # Each command's `main(argv=None) -> int`; `python main.py`, `python evaluate.py`,
+    # `python predict.py` and `python data_prep/*.py` call the same functions.
+    entry_points={
+        'console_scripts': [
+            'momentdiff-train = momentdiff_jax.cli.train:main',
+            'momentdiff-evaluate = momentdiff_jax.cli.evaluate:main',
+            'momentdiff-predict = momentdiff_jax.cli.predict:main',
+            'momentdiff-build = momentdiff_jax.cli.build:main',
+            'momentdiff-extract = momentdiff_jax.cli.extract:main',
+            'momentdiff-convert = momentdiff_jax.cli.convert:main',
+            'momentdiff-antibias = momentdiff_jax.cli.antibias:main',
+            'momentdiff-restore-qids = momentdiff_jax.cli.restore_qids:main',
+            'momentdiff-summary = momentdiff_jax.summary:main',
+        ],
+    },
     install_requires=[
         'jax>=0.6.0',
         'flax>=0.10.4',

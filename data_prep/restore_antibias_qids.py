@@ -1,60 +1,13 @@
-r"""Rewrites the authors' Charades-STA-Len/Mom files with the original Charades-STA qids.
+"""Rewrites the authors' Charades-STA-Len/Mom files with the original qids:
+`python data_prep/restore_antibias_qids.py --authors=FILE --original=TRAIN,TEST
+--output=OUT.jsonl [--near_text=0.9]`.
 
-  python data_prep/restore_antibias_qids.py \
-      --authors=../shared/data/annotations/charades_len/train_len_80.jsonl \
-      --original=charades_sta_train_tvr_format.jsonl,charades_sta_test_tvr_format.jsonl \
-      --output=DIR/train_len_80.jsonl [--near_text=0.9]
-
-The authors' files reuse qids (their numbering restarts: in train_len_80.jsonl 2,326
-rows repeat a qid already used by another query), so text features, which the public
-releases key by the original qids, cannot be looked up and build_dataset.py refuses the
-file. Every row is matched to the original row with the same vid, query and windows and
-takes its qid; nothing else changes. Rows without a match are listed (file line and
-row) and left out; `--near_text=R` also maps a row to the original row of the same vid
-and windows whose query is at least R similar (the authors fixed a few typos). On the
-shared files: Len train 11,633 / 11,633 rows map, Len test 984 / 985, Mom train
-6,662 / 6,662, Mom test 1,294 / 1,297 (all four left over map with --near_text=0.9).
-
-Use this to train and test on the authors' exact rows; `make_antibias_splits.py`
-re-samples splits by the same rules instead (same counts, other sampled rows).
+The command is `momentdiff_jax/cli/restore_qids.py` (also the console script
+`momentdiff-restore-qids`); `--help` lists its flags.
 """
-import argparse
-import json
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from momentdiff_jax.common import atomic  # pylint: disable=g-import-not-at-top
-from momentdiff_jax.data import antibias  # pylint: disable=g-import-not-at-top
-
-
-def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.split('\n')[0],
-                              formatter_class=argparse.RawDescriptionHelpFormatter,
-                              epilog=__doc__)
-  p.add_argument('--authors', required=True, help="one of the authors' Len/Mom jsonl files")
-  p.add_argument('--original', required=True,
-                 help='comma-separated original Charades-STA jsonl files (train,test)')
-  p.add_argument('--output', required=True, help='jsonl to write')
-  p.add_argument('--near_text', type=float, default=0.0,
-                 help='> 0: also map rows whose query differs slightly (difflib ratio)')
-  args = p.parse_args(argv)
-  rows = antibias.read_rows(args.authors)
-  originals = [r for path in args.original.split(',') for r in antibias.read_rows(path)]
-  mapped, unmapped, near = antibias.restore_qids(rows, originals, args.near_text)
-  os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-  atomic.write_jsonl(args.output, mapped)
-  print(f'{args.authors}: {len(mapped)} of {len(rows)} rows mapped to original qids '
-        f'-> {args.output}')
-  for line, r, original in near:
-    print(f'  near match, line {line}: {r["query"]!r} ~ original {original!r}')
-  if unmapped:
-    print(f'  {len(unmapped)} rows without a match in {args.original} (left out):')
-    for line, r in unmapped:
-      print(f'    line {line}: {json.dumps(r)}')
-  return 0
-
+from momentdiff_jax.cli.restore_qids import main
 
 if __name__ == '__main__':
   sys.exit(main())

@@ -2,22 +2,29 @@ r"""Parameter counts of the model per module.
 
   python -m momentdiff_jax.summary --config=configs/charades.py --video_dim=2818 --text_dim=512
 
+(console script `momentdiff-summary`, same flags).
+
 Prints one line per top-level module (and per first-level child), then
 `total_params N` as the last line. Nothing is allocated: shapes come from
 `jax.eval_shape`. Without --video_dim/--text_dim, `config.video_dim` /
 `config.text_dim` are used when the config has them.
 """
+import sys
 from typing import Optional
 
-from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from momentdiff_jax.common import app
 from momentdiff_jax.model import abstract_params, count_params as count
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=False)
-_VIDEO_DIM = flags.DEFINE_integer('video_dim', None, 'Clip feature size Dv (with TEF).')
-_TEXT_DIM = flags.DEFINE_integer('text_dim', None, 'Token feature size Dt.')
+FLAGS = flags.FlagValues()
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.', flag_values=FLAGS,
+                                          lock_config=False)
+_VIDEO_DIM = flags.DEFINE_integer('video_dim', None, 'Clip feature size Dv (with TEF).',
+                                  flag_values=FLAGS)
+_TEXT_DIM = flags.DEFINE_integer('text_dim', None, 'Token feature size Dt.',
+                                 flag_values=FLAGS)
 
 
 def summary_lines(params) -> list[str]:
@@ -41,8 +48,7 @@ def _dim(flag_value: Optional[int], config, key: str) -> int:
   return int(value)
 
 
-def main(argv):
-  del argv
+def _main():
   config = _CONFIG.value
   if config is None:
     raise app.UsageError('--config is required.')
@@ -52,7 +58,12 @@ def main(argv):
   print(f'MomentDiff  video_dim={video_dim} text_dim={text_dim} '
         f'hidden={config.model.hidden_dim} dtype={config.model.dtype}')
   print('\n'.join(summary_lines(params)))
+  return 0
+
+
+def main(argv=None) -> int:
+  return app.run(FLAGS, _main, argv, __doc__)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  sys.exit(main())

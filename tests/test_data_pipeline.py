@@ -78,7 +78,6 @@ def test_global_batch_identical_over_process_counts(data_dir):
 def test_two_local_processes(data_dir, tmp_path):
   """Two real OS processes, each with its own iterator, rebuild the global batch."""
   code = ('import sys, numpy as np\n'
-          'sys.path.insert(0, sys.argv[4])\n'
           'from tests.test_data_pipeline import _config\n'
           'from momentdiff_jax.data import TrainIterator\n'
           'p = int(sys.argv[2])\n'
@@ -87,7 +86,7 @@ def test_two_local_processes(data_dir, tmp_path):
           'np.savez(sys.argv[3], **{f"{i}_{k}": v for i, b in enumerate(bs) '
           'for k, v in b.items()})\n')
   procs = [subprocess.Popen([sys.executable, '-c', code, data_dir, str(p),
-                             str(tmp_path / f'p{p}.npz'), fx.REPO])
+                             str(tmp_path / f'p{p}.npz')], cwd=fx.REPO)
            for p in range(2)]
   assert all(p.wait(timeout=120) == 0 for p in procs)
   parts = [np.load(tmp_path / f'p{p}.npz') for p in range(2)]

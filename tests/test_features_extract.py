@@ -22,10 +22,10 @@ from tests import backbone_fixtures  # pylint: disable=g-import-not-at-top
 from tests import clip_vocab  # pylint: disable=g-import-not-at-top
 from tests.test_features_video import write_video  # pylint: disable=g-import-not-at-top
 
+from momentdiff_jax.cli import build as build_dataset  # data_prep/build_dataset.py's main
+from momentdiff_jax.cli import extract as extract_features  # data_prep/extract_features.py's
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, 'data_prep'))
-import build_dataset  # pylint: disable=g-import-not-at-top,wrong-import-position
-import extract_features  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 CLIP_LEN = 2.0
 QUERIES = ['a person opens the door', 'someone sits on a chair', 'he walks to the window',

@@ -29,20 +29,3 @@ def quiet_libraries(verbosity_given: bool = False) -> None:
 def verbosity_given(flag_values) -> bool:
   """True when `--verbosity`/`-v` was on the command line of an absl app."""
   return 'verbosity' in flag_values and bool(flag_values['verbosity'].present)
-
-
-def add_verbosity_arg(parser) -> None:
-  """`--verbosity` for the argparse tools (data_prep/), with absl's meaning."""
-  parser.add_argument('--verbosity', type=int, default=None,
-                      help='library log level as absl\'s flag: 0 INFO, 1 DEBUG, -1 WARNING '
-                           '(default: library logs off, our messages only)')
-
-
-def apply_verbosity(verbosity) -> None:
-  """For argparse tools: library logs at absl's `verbosity` (None: off, as above)."""
-  if verbosity is None:
-    quiet_libraries()
-    return
-  absl_logging.use_absl_handler()
-  absl_logging.set_verbosity(verbosity)
-  logging.getLogger().setLevel(absl_logging.converter.absl_to_standard(verbosity))
