@@ -7,11 +7,11 @@ matching costs.
 Evaluate `--split=test` on the OOD file (build it as the test split) and the IID file
 separately.
 """
-from configs import charades_vgg
+from momentdiff_jax.common.config_base import load_config
 
 
 def get_config():
-  c = charades_vgg.get_config()
+  c = load_config('charades_vgg.py', beside=__file__)
   c.seed = 2018
   c.model.t2v_layers = 3
   c.model.enc_layers = 3

@@ -7,10 +7,10 @@ data_prep/make_antibias_splits.py --kind=mom re-samples splits by the same rules
 The release keeps L_sim's Charades form; `loss.sim_variant='antibias'` selects its
 commented alternative.
 """
-from configs import charades_vgg
+from momentdiff_jax.common.config_base import load_config
 
 
 def get_config():
-  c = charades_vgg.get_config()
+  c = load_config('charades_vgg.py', beside=__file__)
   c.loss.sim = 2.0
   return c

@@ -5,8 +5,8 @@ For users without SlowFast weights: `extract_features.py --backbones=clip --clip
 `predict.py` then needs only `--clip_weights`. Dv = 512 + 2 TEF with ViT-B/32 (read
 from the data). Same hyper-parameters as configs/qvhighlights.py.
 """
-from configs import qvhighlights
+from momentdiff_jax.common.config_base import load_config
 
 
 def get_config():
-  return qvhighlights.get_config()
+  return load_config('qvhighlights.py', beside=__file__)

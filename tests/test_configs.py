@@ -59,3 +59,21 @@ def test_clip_only_configs_keep_their_datasets_hyper_parameters():
   """CLIP-only differs from SlowFast+CLIP only in the data (dims are read from it)."""
   for name, base in (('qvhighlights_clip', 'qvhighlights'), ('charades_clip', 'charades')):
     assert load(name).to_dict() == load(base).to_dict()
+
+
+def test_configs_load_by_path_alone():
+  """A config built on another one loads it by path (config_base.load_config), not by
+  `from configs import ...`: console scripts do not have the repository's root on
+  sys.path."""
+  from momentdiff_jax.common import config_base
+  for name in sorted(os.listdir(os.path.join(ROOT, 'configs'))):
+    if name.endswith('.py'):
+      with open(os.path.join(ROOT, 'configs', name)) as f:
+        text = f.read()
+      assert 'from configs' not in text and 'import configs' not in text, name
+  for name in NAMES:
+    assert config_base.load_config(os.path.join(ROOT, 'configs', f'{name}.py')) == load(name)
+  assert config_base.load_config('charades_len.py', beside=os.path.join(
+      ROOT, 'configs', 'x.py')).loss.sim == 2.0
+  with pytest.raises(FileNotFoundError, match='nope.py'):
+    config_base.load_config(os.path.join(ROOT, 'configs', 'nope.py'))

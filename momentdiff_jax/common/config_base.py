@@ -4,6 +4,10 @@ Each `configs/NAME.py` calls `base_config()` and overrides what its dataset need
 Feature dimensions (`video_dim`, `text_dim`) are read from the built dataset at run
 time; they stay `None` here so nobody types them.
 """
+import importlib.util
+import os
+from typing import Optional
+
 import ml_collections
 from ml_collections import config_dict
 
@@ -16,6 +20,25 @@ SWEEPABLE = (
     'matcher.cost_span', 'matcher.cost_giou', 'matcher.cost_class',
     'diffusion.scale', 'diffusion.eta', 'diffusion.placeholder_std', 'diffusion.min_width',
 )
+
+
+def load_config(path: str, beside: Optional[str] = None) -> ml_collections.ConfigDict:
+  """`get_config()` of the config file at `path` (relative to the folder of the file
+  `beside` when given), loaded by path as `--config=PATH` loads it.
+
+  Configs built on another one call `load_config('charades.py', beside=__file__)`
+  instead of `from configs import charades`: that import needs the repository's root
+  on sys.path, which a console script (`momentdiff-train`) does not have.
+  """
+  if beside is not None:
+    path = os.path.join(os.path.dirname(os.path.abspath(beside)), path)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'config file not found: {path}')
+  name = 'momentdiff_config_' + os.path.splitext(os.path.basename(path))[0]
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
 
 
 def get_key(config, key: str):
