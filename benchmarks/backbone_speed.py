@@ -13,19 +13,16 @@ them); sizes are those `load_clip` / `load_slowfast` read from the published fil
 (`clip_model.TowerConfig` below, `slowfast_model.r50_config`). Decoding and resizing
 cost is measured by the extraction pipeline, not here.
 """
-import argparse
 import json
-import os
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
+from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from momentdiff_jax.common import app
 from momentdiff_jax.features.clip_model import ImageTower, TextTower, TowerConfig
 from momentdiff_jax.features.slowfast import slow_indices
 from momentdiff_jax.features.slowfast_model import SlowFast, r50_config
@@ -69,15 +66,18 @@ def _matmul_gflops() -> float:
   return round(5 * 2 * 2048 ** 3 / (time.perf_counter() - t0) / 1e9, 1)
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--output', default='')
-  parser.add_argument('--clip_batch', type=int, default=64)
-  parser.add_argument('--text_batch', type=int, default=64)
-  parser.add_argument('--slowfast_batch', type=int, default=4)
-  parser.add_argument('--iters', type=int, default=3)
-  parser.add_argument('--skip', default='', help='comma list of clip_image,clip_text,slowfast')
-  args = parser.parse_args()
+FLAGS = flags.FlagValues()
+flags.DEFINE_string('output', '', 'Also write the JSON here.', flag_values=FLAGS)
+flags.DEFINE_integer('clip_batch', 64, 'CLIP images per call.', flag_values=FLAGS)
+flags.DEFINE_integer('text_batch', 64, 'CLIP queries per call.', flag_values=FLAGS)
+flags.DEFINE_integer('slowfast_batch', 4, 'SlowFast clips per call.', flag_values=FLAGS)
+flags.DEFINE_integer('iters', 3, 'Timed calls after one warm-up.', flag_values=FLAGS)
+flags.DEFINE_string('skip', '', 'comma list of clip_image,clip_text,slowfast',
+                    flag_values=FLAGS)
+
+
+def _main():
+  args = app.namespace(FLAGS)
   skip = set(filter(None, args.skip.split(',')))
   key = jax.random.key(0)
   result = {'device': str(jax.devices()[0].device_kind), 'num_devices': jax.device_count(),
@@ -112,5 +112,9 @@ def main():
   print(json.dumps(result))
 
 
+def main(argv=None) -> int:
+  return app.run(FLAGS, _main, argv, __doc__)
+
+
 if __name__ == '__main__':
-  main()
+  sys.exit(main())

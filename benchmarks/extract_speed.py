@@ -14,7 +14,6 @@ decoding + sampling alone, without the network (`decode_clips_per_s`). The netwo
 alone is `benchmarks/backbone_speed.py`. One 2048^2 matmul's GFLOP/s before and after
 tells how much of a shared machine the run had.
 """
-import argparse
 import fractions
 import json
 import os
@@ -23,21 +22,19 @@ import tempfile
 import time
 import types
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, 'benchmarks'))
+from absl import flags
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-import jax  # pylint: disable=g-import-not-at-top
-import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-import numpy as np  # pylint: disable=g-import-not-at-top
-
-from backbone_speed import VIT_B32, _matmul_gflops  # pylint: disable=g-import-not-at-top
-from momentdiff_jax.features import backbones as bb  # pylint: disable=g-import-not-at-top
-from momentdiff_jax.features import extract  # pylint: disable=g-import-not-at-top
-from momentdiff_jax.features import video  # pylint: disable=g-import-not-at-top
-from momentdiff_jax.features.clip import CLIP_MEAN, CLIP_STD  # pylint: disable=g-import-not-at-top
-from momentdiff_jax.features.clip_model import ImageTower  # pylint: disable=g-import-not-at-top
-from momentdiff_jax.features.slowfast import SlowFastBackbone, slow_indices  # pylint: disable=g-import-not-at-top
+from backbone_speed import VIT_B32, _matmul_gflops   # a sibling: this folder is sys.path[0]
+from momentdiff_jax.common import app
+from momentdiff_jax.features import backbones as bb
+from momentdiff_jax.features import extract
+from momentdiff_jax.features import video
+from momentdiff_jax.features.clip import CLIP_MEAN, CLIP_STD
+from momentdiff_jax.features.clip_model import ImageTower
+from momentdiff_jax.features.slowfast import SlowFastBackbone, slow_indices
 from momentdiff_jax.features.slowfast_model import SlowFast, r50_config  # pylint: disable=g-import-not-at-top
 
 
@@ -84,19 +81,23 @@ def published_models(names):
   return models
 
 
-def main():
-  p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  p.add_argument('--batches', type=int, default=1,
-                 help='video length in full batches of clips of each backbone')
-  p.add_argument('--clip_len', type=float, default=2)
-  p.add_argument('--width', type=int, default=640)
-  p.add_argument('--height', type=int, default=360)
-  p.add_argument('--fps', type=int, default=30)
-  p.add_argument('--backbones', default='clip,slowfast')
-  p.add_argument('--batch_size', type=int, default=64)
-  p.add_argument('--num_workers', type=int, default=2)
-  p.add_argument('--output', default='')
-  args = p.parse_args()
+FLAGS = flags.FlagValues()
+flags.DEFINE_integer('batches', 1, 'video length in full batches of clips of each backbone',
+                     flag_values=FLAGS)
+flags.DEFINE_float('clip_len', 2, 'seconds per clip', flag_values=FLAGS)
+flags.DEFINE_integer('width', 640, 'video width', flag_values=FLAGS)
+flags.DEFINE_integer('height', 360, 'video height', flag_values=FLAGS)
+flags.DEFINE_integer('fps', 30, 'video frame rate', flag_values=FLAGS)
+flags.DEFINE_string('backbones', 'clip,slowfast', 'comma-separated: clip, slowfast',
+                    flag_values=FLAGS)
+flags.DEFINE_integer('batch_size', 64, 'CLIP frames per batch (SlowFast: / 8)',
+                     flag_values=FLAGS)
+flags.DEFINE_integer('num_workers', 2, 'video decoding threads', flag_values=FLAGS)
+flags.DEFINE_string('output', '', 'Also write the JSON here.', flag_values=FLAGS)
+
+
+def _main():
+  args = app.namespace(FLAGS)
   names = bb.parse_names(args.backbones)
   tmp = tempfile.mkdtemp(prefix='extract_speed-')
   warm_video = os.path.join(tmp, 'warm.mp4')
@@ -147,5 +148,9 @@ def main():
   print(json.dumps(result))
 
 
+def main(argv=None) -> int:
+  return app.run(FLAGS, _main, argv, __doc__)
+
+
 if __name__ == '__main__':
-  main()
+  sys.exit(main())

@@ -23,7 +23,6 @@ sampling; no model) with the dataset's config, batch 32, for data.worker_count 0
 peak RSS: run it at two sizes ~10x apart to see that neither grows with the number of
 queries.
 """
-import argparse
 import json
 import os
 import shutil
@@ -31,10 +30,13 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
+from absl import flags
 import numpy as np
+
+from momentdiff_jax.common import app
+from momentdiff_jax.common import config_base
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SHAPES = {
     # name: (annotation files (train, val, test), video dims, text dim, clip_len,
@@ -51,9 +53,8 @@ SHAPES = {
 }
 _CHILD_BUILD = '''
 import json, resource, sys, time
-sys.path.insert(0, sys.argv[1])
 from momentdiff_jax.data.build import build_dataset
-kw = json.loads(sys.argv[2])
+kw = json.loads(sys.argv[1])
 t = time.perf_counter()
 build_dataset(progress=False, log=lambda s: None, **kw)
 print(json.dumps({'build_s': time.perf_counter() - t,
@@ -63,8 +64,7 @@ print(json.dumps({'build_s': time.perf_counter() - t,
 
 _CHILD_TRAIN = '''
 import json, resource, runpy, sys
-sys.path.insert(0, sys.argv[1])
-sys.argv = sys.argv[2:]
+sys.argv = sys.argv[1:]
 try:
   runpy.run_path(sys.argv[0], run_name='__main__')
 finally:
@@ -107,10 +107,16 @@ def generate_features(root, files, dims, text_dim, clip_len, pool_clips, seed=0,
   return vdirs, tdir
 
 
+def _child_env() -> dict:
+  """The environment of the child processes: this checkout's package first."""
+  path = [ROOT] + [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p]
+  return dict(os.environ, PYTHONPATH=os.pathsep.join(path))
+
+
 def build(kw) -> dict:
   """Runs build_dataset in a fresh process: wall time, peak RSS."""
-  res = subprocess.run([sys.executable, '-c', _CHILD_BUILD, ROOT, json.dumps(kw)],
-                       capture_output=True, text=True, check=False)
+  res = subprocess.run([sys.executable, '-c', _CHILD_BUILD, json.dumps(kw)],
+                       capture_output=True, text=True, check=False, env=_child_env())
   if res.returncode:
     raise RuntimeError(f'build failed: {res.stderr[-3000:]}')
   return json.loads(res.stdout.strip().splitlines()[-1])
@@ -118,9 +124,8 @@ def build(kw) -> dict:
 
 def pipeline_rate(data_dir, config_name, workers, steps, warmup=5) -> float:
   """Training examples/s of the input pipeline alone (batch 32)."""
-  import importlib
   from momentdiff_jax.data import pipeline
-  config = importlib.import_module(f'configs.{config_name}').get_config()
+  config = config_base.load_config(os.path.join(ROOT, 'configs', f'{config_name}.py'))
   it = pipeline.TrainIterator(config, data_dir, worker_count=workers)
   try:
     for _ in range(warmup):
@@ -230,8 +235,8 @@ def _train_corpus(args, work, out) -> dict:
          '--config.data.length_buckets=(32,64)', '--config.data.max_v_l=64',
          '--config.eval_every_steps=1000000', '--config.checkpoint_every_steps=1000000']
   t = time.perf_counter()
-  res = subprocess.run([sys.executable, '-c', _CHILD_TRAIN, ROOT] + cmd[1:],
-                       capture_output=True, text=True, check=False)
+  res = subprocess.run([sys.executable, '-c', _CHILD_TRAIN] + cmd[1:],
+                       capture_output=True, text=True, check=False, env=_child_env())
   if res.returncode:
     raise RuntimeError(f'training failed: {res.stderr[-3000:]}')
   rss = json.loads(res.stderr.strip().splitlines()[-1])['peak_rss_bytes']
@@ -239,27 +244,33 @@ def _train_corpus(args, work, out) -> dict:
               train_peak_rss_bytes=rss)
 
 
-def main():
-  p = argparse.ArgumentParser(description=__doc__.split('\n')[0],
-                              formatter_class=argparse.RawDescriptionHelpFormatter,
-                              epilog=__doc__)
-  p.add_argument('--output', default='')
-  p.add_argument('--datasets', default='charades_sf_c,tacos')
-  p.add_argument('--annotations',
-                 default=os.path.join(ROOT, '..', 'shared', 'data', 'annotations'))
-  p.add_argument('--workdir', default='/tmp/momentdiff_input_pipeline',
-                 help='generated features and datasets (kept for reruns)')
-  p.add_argument('--feature_dtype', default='float32')
-  p.add_argument('--worker_counts', default='0,1,2')
-  p.add_argument('--steps', type=int, default=150, help='batches timed per setting')
-  p.add_argument('--keep', action='store_true',
-                 help='keep the built datasets (a rerun with --keep reuses them)')
-  p.add_argument('--max_rows', type=int, default=0,
-                 help='> 0: only the first rows of each annotation file')
-  p.add_argument('--corpus_queries', type=int, default=0)
-  p.add_argument('--queries_per_video', type=int, default=10)
-  p.add_argument('--train_steps', type=int, default=5)
-  args = p.parse_args()
+FLAGS = flags.FlagValues()
+flags.DEFINE_string('output', '', 'Also write the JSON here.', flag_values=FLAGS)
+flags.DEFINE_string('datasets', 'charades_sf_c,tacos', 'comma list of ' + ', '.join(SHAPES),
+                    flag_values=FLAGS)
+flags.DEFINE_string('annotations', os.path.join(ROOT, '..', 'shared', 'data', 'annotations'),
+                    'dir of the annotation files (charades/, highlight/, tacos/)',
+                    flag_values=FLAGS)
+flags.DEFINE_string('workdir', '/tmp/momentdiff_input_pipeline',
+                    'generated features and datasets (kept for reruns)', flag_values=FLAGS)
+flags.DEFINE_string('feature_dtype', 'float32', 'stored feature dtype', flag_values=FLAGS)
+flags.DEFINE_string('worker_counts', '0,1,2', 'data.worker_count values to time',
+                    flag_values=FLAGS)
+flags.DEFINE_integer('steps', 150, 'batches timed per setting', flag_values=FLAGS)
+flags.DEFINE_bool('keep', False, 'keep the built datasets (a rerun with --keep reuses them)',
+                  flag_values=FLAGS)
+flags.DEFINE_integer('max_rows', 0, '> 0: only the first rows of each annotation file',
+                     flag_values=FLAGS)
+flags.DEFINE_integer('corpus_queries', 0, '> 0: the corpus mode (see above)',
+                     flag_values=FLAGS)
+flags.DEFINE_integer('queries_per_video', 10, 'queries per video of the corpus',
+                     flag_values=FLAGS)
+flags.DEFINE_integer('train_steps', 5, 'steps trained on the corpus (0: none)',
+                     flag_values=FLAGS)
+
+
+def _main():
+  args = app.namespace(FLAGS)
   args.worker_counts = [int(w) for w in args.worker_counts.split(',')]
   if args.corpus_queries:
     result = {'corpus': run_corpus(args)}
@@ -276,5 +287,9 @@ def main():
       json.dump(result, f, indent=1)
 
 
+def main(argv=None) -> int:
+  return app.run(FLAGS, _main, argv, __doc__)
+
+
 if __name__ == '__main__':
-  main()
+  sys.exit(main())

@@ -20,30 +20,29 @@ rows); FLOPs per train example and per query from XLA's cost analysis and the
 achieved GFLOP/s next to the roof (`--roof_gflops`, ~210 on a 2-core CPU); peak
 memory (device memory_stats on accelerators, process RSS on CPU).
 """
-import argparse
 import json
 import math
 import os
 import resource
 import sys
 import time
+import types
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
+from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-import speed_inputs as inputs
-from configs import charades
+import speed_inputs as inputs   # a sibling: this folder is sys.path[0]
+from momentdiff_jax.common import app
+from momentdiff_jax.common import config_base
 from momentdiff_jax.inference import sampling
 from momentdiff_jax.ops import diffusion
 from momentdiff_jax.run import mesh as mesh_lib
 from momentdiff_jax.run import train_step as ts
 from momentdiff_jax.run import workdir as workdir_lib
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VIDEO_DIM, TEXT_DIM = 2818, 512
 RELEASE = {'train_examples_per_s': 30.0, 'infer_queries_per_s': {'10': 63.0, '50': 13.0},
            'train_gflop_per_example_at_80_clips': 3.8,
@@ -216,60 +215,169 @@ def _pieces(model, config, params, b):
   return _flops(c), _flops(s)
 
 
-def main():
-  ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  ap.add_argument('--output', default='', help='Also write the figures as JSON here.')
-  ap.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'])
-  ap.add_argument('--train_batch', type=int, default=32)
-  ap.add_argument('--infer_batch', type=int, default=0,
-                  help='Queries per sampler call (default: 64 on CPU, 1024 on accelerators).')
-  ap.add_argument('--num_seeds', default='1',
-                  help='Replicas trained at once (main.py --config.num_seeds); train '
-                       'examples/s are summed over them. A comma list (e.g. 1,4,16) '
-                       'measures each in turn; the top-level train figures are the last.')
-  ap.add_argument('--steps', default='1,2,10,50,100')
-  ap.add_argument('--train_iters', type=int, default=0, help='Timed steps per bucket.')
-  ap.add_argument('--infer_iters', type=int, default=0, help='Timed calls per bucket.')
-  ap.add_argument('--min_share', type=float, default=0.02,
-                  help='Buckets with a smaller share of batches are not measured; '
-                       'the measured shares are renormalized.')
-  ap.add_argument('--device_counts', default='',
-                  help='Comma list (default: powers of two up to all devices).')
-  ap.add_argument('--parts', default='infer,train',
-                  help='What to measure, in this order (a GPU compiles the train step '
-                       'for ~40 s per bucket: put the part you need first).')
-  ap.add_argument('--roof_gflops', type=float, default=210.0,
-                  help='Roof printed beside the achieved GFLOP/s (a large fp32 matmul).')
-  ap.add_argument('--annotations', default=None,
-                  help='Dir of Charades-STA annotation files to take the lengths from '
-                       '(default: the shipped table, benchmarks/data/charades_sta_lengths.json).')
-  args = ap.parse_args()
+FLAGS = flags.FlagValues()
+flags.DEFINE_string('output', '', 'Also write the figures as JSON here.', flag_values=FLAGS)
+flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'], 'Model dtype.',
+                  flag_values=FLAGS)
+flags.DEFINE_integer('train_batch', 32, 'Examples per training step.', flag_values=FLAGS)
+flags.DEFINE_integer('infer_batch', 0, 'Queries per sampler call (default: 64 on CPU, 1024 '
+                     'on accelerators).', flag_values=FLAGS)
+flags.DEFINE_string('num_seeds', '1',
+                    'Replicas trained at once (main.py --config.num_seeds); train '
+                    'examples/s are summed over them. A comma list (e.g. 1,4,16) '
+                    'measures each in turn; the top-level train figures are the last.',
+                    flag_values=FLAGS)
+flags.DEFINE_string('steps', '1,2,10,50,100', 'Sampling step counts to time.',
+                    flag_values=FLAGS)
+flags.DEFINE_integer('train_iters', 0, 'Timed steps per bucket.', flag_values=FLAGS)
+flags.DEFINE_integer('infer_iters', 0, 'Timed calls per bucket.', flag_values=FLAGS)
+flags.DEFINE_float('min_share', 0.02,
+                   'Buckets with a smaller share of batches are not measured; the measured '
+                   'shares are renormalized.', flag_values=FLAGS)
+flags.DEFINE_string('device_counts', '',
+                    'Comma list (default: powers of two up to all devices).', flag_values=FLAGS)
+flags.DEFINE_string('parts', 'infer,train',
+                    'What to measure, in this order (a GPU compiles the train step for ~40 s '
+                    'per bucket: put the part you need first).', flag_values=FLAGS)
+flags.DEFINE_float('roof_gflops', 210.0,
+                   'Roof printed beside the achieved GFLOP/s (a large fp32 matmul).',
+                   flag_values=FLAGS)
+flags.DEFINE_string('annotations', None,
+                    'Dir of Charades-STA annotation files to take the lengths from '
+                    '(default: the shipped table, benchmarks/data/charades_sta_lengths.json).',
+                    flag_values=FLAGS)
+
+
+def settings(devices) -> types.SimpleNamespace:
+  """The flags, checked, with the defaults that depend on the devices filled in;
+  `seeds_list` is --num_seeds as a list, `num_seeds` its last K, `counts` the device
+  counts to measure."""
+  args = app.namespace(FLAGS)
   args.steps = [int(s) for s in args.steps.split(',')]
   try:
-    seeds_list = [int(k) for k in str(args.num_seeds).split(',')]
+    args.seeds_list = [int(k) for k in str(args.num_seeds).split(',')]
   except ValueError:
-    seeds_list = []
-  if not seeds_list or min(seeds_list) < 1:
-    ap.error(f'--num_seeds={args.num_seeds}: expected positive integers, e.g. 1,4,16')
-  args.num_seeds = seeds_list[-1]
-  devices = jax.devices()
-  accel = devices[0].platform != 'cpu'
-  args.infer_batch = args.infer_batch or (1024 if accel else 64)
-  args.train_iters = args.train_iters or (20 if accel else 3)
-  args.infer_iters = args.infer_iters or (20 if accel else 2)
-  counts = ([int(c) for c in args.device_counts.split(',')] if args.device_counts else
-            [2 ** k for k in range(int(math.log2(len(devices))) + 1)])
-  log = lambda s: print(s, flush=True)
+    args.seeds_list = []
+  if not args.seeds_list or min(args.seeds_list) < 1:
+    raise app.UsageError(f'--num_seeds={args.num_seeds}: expected positive integers, '
+                         'e.g. 1,4,16')
+  args.num_seeds = args.seeds_list[-1]
+  args.accel = devices[0].platform != 'cpu'
+  args.infer_batch = args.infer_batch or (1024 if args.accel else 64)
+  args.train_iters = args.train_iters or (20 if args.accel else 3)
+  args.infer_iters = args.infer_iters or (20 if args.accel else 2)
+  args.counts = ([int(c) for c in args.device_counts.split(',')] if args.device_counts else
+                 [2 ** k for k in range(int(math.log2(len(devices))) + 1)])
+  return args
 
-  config = charades.get_config()
-  config.model.dtype = args.dtype
-  lengths = inputs.load_lengths(args.annotations, config.data.max_v_l, config.data.max_q_l)
+
+def bucket_mixes(config, lengths, args) -> tuple:
+  """(train mix, mean padded train length, infer mix); a --min_share that leaves a
+  measured part no bucket is a usage error, before anything compiles."""
   train_mix, mean_padded = inputs.train_mix(lengths, config, args.train_batch, args.min_share)
   infer_mix = inputs.infer_mix(lengths, config, args.infer_batch, args.min_share)
   for part, mix in (('train', train_mix), ('infer', infer_mix)):
     if part in args.parts.split(',') and not mix:
-      ap.error(f'--min_share={args.min_share}: no {part} bucket holds that share of the '
-               f'batches; lower it')
+      raise app.UsageError(f'--min_share={args.min_share}: no {part} bucket holds that '
+                           'share of the batches; lower it')
+  return train_mix, mean_padded, infer_mix
+
+
+def add_ratios(by_k: dict, seeds_list: list, log) -> None:
+  """Step time and summed throughput of each K as ratios to the first K (in place)."""
+  base_k = seeds_list[0]
+  base = by_k[str(base_k)]
+  for k, row in by_k.items():
+    # Ratios within this run: the machine's state is shared by every K.
+    row['step_time_vs_first'] = row['step_s'] / base['step_s']
+    row['throughput_vs_first'] = row['examples_per_s'] / base['examples_per_s']
+    log(f'  K={k}: step {row["step_time_vs_first"]:.2f}x the K={base_k} step '
+        f'(K/{base_k} = {int(k) / base_k:g}x the work), summed throughput '
+        f'{row["throughput_vs_first"]:.2f}x')
+
+
+def bench_devices(model, config, devices, mixes, lengths, args, log, roof) -> dict:
+  """Every part of --parts on `devices` (a data mesh): train (each K) and infer figures,
+  peak memory."""
+  train_mix, infer_mix = mixes
+  mesh = mesh_lib.make_mesh(1, devices)
+  params = jax.jit(lambda r: workdir_lib.init_params(model, config, r, VIDEO_DIM, TEXT_DIM),
+                   out_shardings=mesh_lib.replicated(mesh))(jax.random.PRNGKey(0))
+  log(f'== {len(devices)} device(s)')
+  tr = dict(examples_per_s=None, compile_s=None, gflop_per_example=None, gflops=None,
+            step_s=None, step_s_per_replica=None)
+  inf, by_k = dict(queries_per_s={}, gflop_per_query={}, compile_s={}), {}
+  for part in args.parts.split(','):
+    if part == 'infer':
+      inf = bench_infer(model, config, params, mesh, infer_mix, lengths, args, log)
+    elif part == 'train':
+      for k in args.seeds_list:
+        by_k[str(k)] = tr = bench_train(model, config, params, devices, train_mix,
+                                        lengths, args, log, k)
+        log(f'  train {tr["examples_per_s"]:.1f} ex/s summed over {k} replica(s), '
+            f'step {tr["step_s"] * 1e3:.1f} ms ({tr["step_s_per_replica"] * 1e3:.1f} ms '
+            f'per replica) (release CPU: 30), '
+            f'{tr["gflop_per_example"]:.2f} GFLOP/ex, {tr["gflops"]:.0f} GFLOP/s '
+            f'(matmul roof {roof:.0f} per device); compile {tr["compile_s"]:.1f}s')
+  if len(by_k) > 1:
+    add_ratios(by_k, args.seeds_list, log)
+  mem, mem_kind = peak_memory_bytes(devices)
+  log('  infer ' + ', '.join(f'{k} steps {v:.0f} q/s' for k, v in inf['queries_per_s'].items())
+      + ' (release CPU: 10 steps 63, 50 steps 13)')
+  log(f'  peak memory {mem / 2**20:.0f} MiB ({mem_kind})')
+  return dict(train=tr, infer=inf, peak_memory_bytes=mem, peak_memory_kind=mem_kind,
+              by_num_seeds=by_k)
+
+
+def summary(results: dict, args, run: dict) -> dict:
+  """The JSON: the figures of the largest device count at the top level (CONTRACT.md
+  keys), every device count under `per_device_count`. `run`: device, roof,
+  mean_padded, train_mix, infer_mix, lengths_source."""
+  top = results[str(args.counts[-1])]
+  tr, inf = top['train'], top['infer']
+  return {
+      'device': run['device'],
+      'device_count': args.counts[-1],
+      'dtype': args.dtype,
+      'jax_version': jax.__version__,
+      'num_seeds': args.num_seeds,
+      # {K: the train figures of K replicas, with step_time_vs_first and
+      # throughput_vs_first against the first K of --num_seeds}; top-level = the last K.
+      'by_num_seeds': top['by_num_seeds'],
+      'train_examples_per_s': tr['examples_per_s'],
+      'train_step_s': tr['step_s'],
+      'train_step_s_per_replica': tr['step_s_per_replica'],
+      'infer_queries_per_s': inf['queries_per_s'],
+      'train_compile_s': tr['compile_s'],
+      # The slowest over the step counts (one compile per bucket each); per count below.
+      'sampler_compile_s': max(inf['compile_s'].values(), default=None),
+      'sampler_compile_s_by_steps': inf['compile_s'],
+      'train_gflop_per_example': tr['gflop_per_example'],
+      'infer_gflop_per_query': inf['gflop_per_query'],
+      'train_gflops_achieved': tr['gflops'],
+      'infer_gflops_achieved': {k: inf['gflop_per_query'][k] * v
+                                for k, v in inf['queries_per_s'].items()},
+      'roof_gflops': args.roof_gflops,
+      'roof_gflops_measured': run['roof'],
+      'peak_memory_bytes': top['peak_memory_bytes'],
+      'train_batch': args.train_batch, 'infer_batch': args.infer_batch,
+      'train_mean_padded_clips': run['mean_padded'],
+      'train_bucket_shares': {str(k): v for k, v in run['train_mix'].items()},
+      'infer_bucket_shares': {str(k): v for k, v in run['infer_mix'].items()},
+      'lengths_source': run['lengths_source'],
+      'release_cpu': RELEASE,
+      'per_device_count': results,
+  }
+
+
+def _main():
+  devices = jax.devices()
+  args = settings(devices)
+  log = lambda s: print(s, flush=True)
+  config = config_base.load_config(os.path.join(ROOT, 'configs', 'charades.py'))
+  config.model.dtype = args.dtype
+  lengths = inputs.load_lengths(args.annotations, config.data.max_v_l, config.data.max_q_l)
+  train_mix, mean_padded, infer_mix = bucket_mixes(config, lengths, args)
   device_name = f'{len(devices)} x {devices[0].device_kind} ({devices[0].platform})'
   log(f'device: {device_name}; jax {jax.__version__}; dtype {args.dtype}; '
       f'lengths from {lengths["source"]}')
@@ -277,90 +385,25 @@ def main():
       f'the longest video); measured buckets {train_mix}; '
       f'infer batch {args.infer_batch}, buckets {infer_mix}')
   model = workdir_lib.create_model(config, VIDEO_DIM, TEXT_DIM)
-  roof = matmul_roof_gflops(devices[0], jnp.dtype(args.dtype), 8192 if accel else 2048)
-  log(f'roof: one {8192 if accel else 2048}^2 {args.dtype} matmul runs at {roof:.0f} GFLOP/s '
+  roof_n = 8192 if args.accel else 2048
+  roof = matmul_roof_gflops(devices[0], jnp.dtype(args.dtype), roof_n)
+  log(f'roof: one {roof_n}^2 {args.dtype} matmul runs at {roof:.0f} GFLOP/s '
       f'on one device here (the release machine: ~{args.roof_gflops:.0f})')
-
-  results = {}
-  for n in counts:
-    mesh = mesh_lib.make_mesh(1, devices[:n])
-    repl = mesh_lib.replicated(mesh)
-    params = jax.jit(lambda r: workdir_lib.init_params(model, config, r, VIDEO_DIM, TEXT_DIM),
-                     out_shardings=repl)(jax.random.PRNGKey(0))
-    log(f'== {n} device(s)')
-    parts = args.parts.split(',')
-    empty_tr = dict(examples_per_s=None, compile_s=None, gflop_per_example=None, gflops=None,
-                    step_s=None, step_s_per_replica=None)
-    empty_inf = dict(queries_per_s={}, gflop_per_query={}, compile_s={})
-    tr, inf, by_k = empty_tr, empty_inf, {}
-    for part in parts:
-      if part == 'infer':
-        inf = bench_infer(model, config, params, mesh, infer_mix, lengths, args, log)
-      elif part == 'train':
-        for k in seeds_list:
-          by_k[str(k)] = tr = bench_train(model, config, params, devices[:n], train_mix,
-                                          lengths, args, log, k)
-          log(f'  train {tr["examples_per_s"]:.1f} ex/s summed over {k} replica(s), '
-              f'step {tr["step_s"] * 1e3:.1f} ms ({tr["step_s_per_replica"] * 1e3:.1f} ms '
-              f'per replica) (release CPU: 30), '
-              f'{tr["gflop_per_example"]:.2f} GFLOP/ex, {tr["gflops"]:.0f} GFLOP/s '
-              f'(matmul roof {roof:.0f} per device); compile {tr["compile_s"]:.1f}s')
-    if len(by_k) > 1:
-      base_k = seeds_list[0]
-      base = by_k[str(base_k)]
-      for k, row in by_k.items():
-        # Ratios within this run: the machine's state is shared by every K.
-        row['step_time_vs_first'] = row['step_s'] / base['step_s']
-        row['throughput_vs_first'] = row['examples_per_s'] / base['examples_per_s']
-        log(f'  K={k}: step {row["step_time_vs_first"]:.2f}x the K={base_k} step '
-            f'(K/{base_k} = {int(k) / base_k:g}x the work), summed throughput '
-            f'{row["throughput_vs_first"]:.2f}x')
-    mem, mem_kind = peak_memory_bytes(devices[:n])
-    log('  infer ' + ', '.join(f'{k} steps {v:.0f} q/s' for k, v in inf['queries_per_s'].items())
-        + ' (release CPU: 10 steps 63, 50 steps 13)')
-    log(f'  peak memory {mem / 2**20:.0f} MiB ({mem_kind})')
-    results[str(n)] = dict(train=tr, infer=inf, peak_memory_bytes=mem,
-                           peak_memory_kind=mem_kind, by_num_seeds=by_k)
-
-  top = results[str(counts[-1])]
-  out = {
-      'device': device_name,
-      'device_count': counts[-1],
-      'dtype': args.dtype,
-      'jax_version': jax.__version__,
-      'num_seeds': args.num_seeds,
-      # {K: the train figures of K replicas, with step_time_vs_first and
-      # throughput_vs_first against the first K of --num_seeds}; top-level = the last K.
-      'by_num_seeds': top['by_num_seeds'],
-      'train_examples_per_s': top['train']['examples_per_s'],
-      'train_step_s': top['train']['step_s'],
-      'train_step_s_per_replica': top['train']['step_s_per_replica'],
-      'infer_queries_per_s': top['infer']['queries_per_s'],
-      'train_compile_s': top['train']['compile_s'],
-      # The slowest over the step counts (one compile per bucket each); per count below.
-      'sampler_compile_s': max(top['infer']['compile_s'].values(), default=None),
-      'sampler_compile_s_by_steps': top['infer']['compile_s'],
-      'train_gflop_per_example': top['train']['gflop_per_example'],
-      'infer_gflop_per_query': top['infer']['gflop_per_query'],
-      'train_gflops_achieved': top['train']['gflops'],
-      'infer_gflops_achieved': {k: top['infer']['gflop_per_query'][k] * v
-                                for k, v in top['infer']['queries_per_s'].items()},
-      'roof_gflops': args.roof_gflops,
-      'roof_gflops_measured': roof,
-      'peak_memory_bytes': top['peak_memory_bytes'],
-      'train_batch': args.train_batch, 'infer_batch': args.infer_batch,
-      'train_mean_padded_clips': mean_padded,
-      'train_bucket_shares': {str(k): v for k, v in train_mix.items()},
-      'infer_bucket_shares': {str(k): v for k, v in infer_mix.items()},
-      'lengths_source': lengths['source'],
-      'release_cpu': RELEASE,
-      'per_device_count': results,
-  }
+  results = {str(n): bench_devices(model, config, devices[:n], (train_mix, infer_mix),
+                                   lengths, args, log, roof) for n in args.counts}
+  out = summary(results, args, dict(device=device_name, roof=roof, mean_padded=mean_padded,
+                                    train_mix=train_mix, infer_mix=infer_mix,
+                                    lengths_source=lengths['source']))
   if args.output:
     with open(args.output, 'w') as f:
       json.dump(out, f, indent=1)
     log(f'wrote {args.output}')
+  return 0
+
+
+def main(argv=None) -> int:
+  return app.run(FLAGS, _main, argv, __doc__)
 
 
 if __name__ == '__main__':
-  main()
+  sys.exit(main())

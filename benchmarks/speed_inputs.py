@@ -6,17 +6,17 @@ clip count and each word count), so a clone without the annotation files measure
 same mix. Rewrite it from the annotation files with
   python benchmarks/speed_inputs.py --annotations=DIR/charades --write_table=PATH
 """
-import argparse
 import collections
 import glob
 import json
 import os
 import sys
 
+from absl import flags
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from momentdiff_jax.data import pipeline  # pylint: disable=g-import-not-at-top,wrong-import-position
+from momentdiff_jax.common import app
+from momentdiff_jax.data import pipeline
 
 TABLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data',
                      'charades_sta_lengths.json')
@@ -147,12 +147,14 @@ def train_batch(rng, b, lv, lengths, config, dv=2818, dt=512):
           'example_mask': np.ones((b,), np.float32)}
 
 
-def main():
-  ap = argparse.ArgumentParser(description='Writes the Charades-STA lengths table.')
-  ap.add_argument('--annotations', required=True,
-                  help='dir of charades_sta_{train,test}_tvr_format.jsonl')
-  ap.add_argument('--write_table', default=TABLE)
-  args = ap.parse_args()
+FLAGS = flags.FlagValues()
+flags.DEFINE_string('annotations', None, 'dir of charades_sta_{train,test}_tvr_format.jsonl',
+                    required=True, flag_values=FLAGS)
+flags.DEFINE_string('write_table', TABLE, 'the lengths table to write', flag_values=FLAGS)
+
+
+def _main():
+  args = app.namespace(FLAGS)
   table = length_table(args.annotations)
   table = {'about': 'Charades-STA (Moment-DETR format) queries per clip count '
                     '(ceil(duration), 1 clip/s) and per query word count; counts derived '
@@ -167,5 +169,11 @@ def main():
       f'{s} {table[s]["rows"]} rows' for s in ('train', 'test')))
 
 
+
+def main(argv=None) -> int:
+  """Writes the Charades-STA lengths table from the annotation files."""
+  return app.run(FLAGS, _main, argv, __doc__)
+
+
 if __name__ == '__main__':
-  main()
+  sys.exit(main())

@@ -21,31 +21,44 @@ losses are fetched every `log_every_steps`). Their gap is the cost of host syncs
 Shares are of the `step` time; parts overlap (loss is inside grad is inside step), so
 they do not add up to 100%.
 """
-import argparse
 import json
 import os
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
+from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+# Siblings (this folder is sys.path[0]).
 import speed_inputs as inputs
 from speed import _timeit as _time  # one warm-up call, then the mean over iters
 from speed import replica_state
-from configs import charades
+from momentdiff_jax.common import app
+from momentdiff_jax.common import config_base
 from momentdiff_jax.ops import diffusion
 from momentdiff_jax.ops import matching
 from momentdiff_jax.run import train_step as ts
 from momentdiff_jax.run import workdir as workdir_lib
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VIDEO_DIM, TEXT_DIM = 2818, 512
+
+FLAGS = flags.FlagValues()
+flags.DEFINE_integer('lv', 32, 'Padded video length (a bucket).', flag_values=FLAGS)
+flags.DEFINE_integer('batch', 32, 'Examples per step.', flag_values=FLAGS)
+flags.DEFINE_integer('num_seeds', 1, 'Replicas in the step.', flag_values=FLAGS)
+flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'], 'Model dtype.',
+                  flag_values=FLAGS)
+flags.DEFINE_integer('iters', 0, 'Timed calls (default 20 on accelerators, 6 on CPU).',
+                     flag_values=FLAGS)
+flags.DEFINE_string('output', '', 'Also write the JSON here.', flag_values=FLAGS)
+flags.DEFINE_string('annotations', None,
+                    'Dir of Charades-STA annotation files to take the lengths from '
+                    '(default: the shipped table, benchmarks/data/charades_sta_lengths.json).',
+                    flag_values=FLAGS)
 
 
 def _compiled(fn, *args, **kw):
@@ -54,24 +67,13 @@ def _compiled(fn, *args, **kw):
   return c, time.perf_counter() - t
 
 
-def main():
-  ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  ap.add_argument('--lv', type=int, default=32, help='Padded video length (a bucket).')
-  ap.add_argument('--batch', type=int, default=32)
-  ap.add_argument('--num_seeds', type=int, default=1, help='Replicas in the step.')
-  ap.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'])
-  ap.add_argument('--iters', type=int, default=0, help='Timed calls (default 20 on '
-                  'accelerators, 6 on CPU).')
-  ap.add_argument('--output', default='')
-  ap.add_argument('--annotations', default=None,
-                  help='Dir of Charades-STA annotation files to take the lengths from '
-                       '(default: the shipped table, benchmarks/data/charades_sta_lengths.json).')
-  args = ap.parse_args()
+def _main():
+  args = app.namespace(FLAGS)
   dev = jax.devices()[0]
   iters = args.iters or (6 if dev.platform == 'cpu' else 20)
   log = lambda s: print(s, flush=True)
 
-  config = charades.get_config()
+  config = config_base.load_config(os.path.join(ROOT, 'configs', 'charades.py'))
   config.model.dtype = args.dtype
   lengths = inputs.load_lengths(args.annotations, config.data.max_v_l, config.data.max_q_l)
   batch = inputs.train_batch(np.random.default_rng(args.lv), args.batch, args.lv, lengths,
@@ -161,5 +163,9 @@ def main():
     log(f'wrote {args.output}')
 
 
+def main(argv=None) -> int:
+  return app.run(FLAGS, _main, argv, __doc__)
+
+
 if __name__ == '__main__':
-  main()
+  sys.exit(main())

@@ -81,6 +81,24 @@ def test_scripts_call_the_console_scripts_main(console_scripts):
     assert not defs, f'{script} defines {[ast.dump(d)[:40] for d in defs]}'
 
 
+# The authors' release is not a package: the code that imports it puts its folder on
+# sys.path (tests use monkeypatch.syspath_prepend). Nothing else may.
+SYS_PATH_ALLOWED = {'benchmarks/release_speed.py'}
+
+
+def test_no_script_edits_sys_path():
+  hits = []
+  for d, dirs, files in os.walk(ROOT):
+    dirs[:] = [x for x in dirs if not x.startswith('.') and x not in ('build', 'dist')
+               and not x.endswith('.egg-info')]
+    for f in files:
+      if f.endswith('.py') and f != 'test_cli.py':
+        text = open(os.path.join(d, f)).read()
+        if 'sys.path.insert(' in text or 'sys.path.append(' in text:
+          hits.append(os.path.relpath(os.path.join(d, f), ROOT))
+  assert not set(hits) - SYS_PATH_ALLOWED, hits
+
+
 def test_usage_errors_exit_2_naming_the_flag():
   """Through the script, as a user types it: unknown and missing flags."""
   def run(*args):
@@ -120,3 +138,24 @@ def test_a_command_called_twice_starts_from_its_defaults(tmp_path, capsys):
   assert train_cmd.FLAGS.workdir == 'workdirs/synthetic'
   with pytest.raises(app.UsageError, match='no such config field'):
     app.parse(train_cmd.FLAGS, [f'--config={config}', '--config.no_such_key=1'])
+
+
+def test_benchmark_scripts_share_the_style():
+  """Every benchmarks/*.py with a main: absl flags run by common.app (`--help` works),
+  imported as `python benchmarks/x.py` imports them (their folder first on sys.path)."""
+  names = sorted(f[:-3] for f in os.listdir(os.path.join(ROOT, 'benchmarks'))
+                 if f.endswith('.py'))
+  code = ('import importlib, sys\n'
+          'from momentdiff_jax.common import app\n'
+          'for name in sys.argv[1:]:\n'
+          '  mod = importlib.import_module(name)\n'
+          '  if hasattr(mod, "main"):\n'
+          '    assert isinstance(mod.FLAGS, app.flags.FlagValues), name\n'
+          '    assert mod.main(["--help"]) == 0, name\n'
+          '    print("ok", name)\n')
+  r = subprocess.run([sys.executable, '-c', code, *names], capture_output=True, text=True,
+                     cwd=os.path.join(ROOT, 'benchmarks'), env=dict(os.environ,
+                                                                   JAX_PLATFORMS='cpu'))
+  assert r.returncode == 0, r.stderr[-3000:]
+  checked = [l.split()[1] for l in r.stdout.splitlines() if l.startswith('ok ')]
+  assert {'speed', 'speed_inputs', 'step_breakdown', 'input_pipeline'} <= set(checked), checked

@@ -19,6 +19,7 @@ value, missing required flag, `UsageError`), as argparse did; `error(...)` print
 """
 import os
 import sys
+import types
 from typing import Callable, Optional, Sequence
 
 from absl import app as absl_app
@@ -48,6 +49,14 @@ def help_text(flag_values: flags.FlagValues, doc: str) -> str:
   modules = sorted(flag_values.flags_by_module_dict(), key=lambda m: m.startswith('absl.'))
   return '\n\n'.join([(doc or '').strip()] +
                      [flag_values.module_help(m).strip('\n') for m in modules])
+
+
+def namespace(flag_values: flags.FlagValues) -> types.SimpleNamespace:
+  """The command's own parsed flags (not absl's) as a plain object that the script may
+  complete, e.g. `args.steps = [int(s) for s in args.steps.split(',')]`."""
+  return types.SimpleNamespace(**{
+      f.name: f.value for module, fl in flag_values.flags_by_module_dict().items()
+      if not module.startswith('absl.') for f in fl})
 
 
 def _share_logging_flags(flag_values: flags.FlagValues) -> None:
