@@ -130,3 +130,116 @@ def write_tiny_slowfast(path: str, model=None, layout: str = 'pytorchvideo', **k
   else:
     torch.save(state, path)
   return model
+
+
+# SlowFast-repository names -> Caffe2 blob names of the model zoo's .pkl files, the
+# inverse of SlowFast's `utils/c2_model_loading.py` renaming (written independently of
+# momentdiff_jax.features.slowfast). `t_` marks the Fast pathway; a fusion conv is named
+# after the last Fast block of the stage before it.
+_BN_TO_C2 = {'weight': 's', 'bias': 'b', 'running_mean': 'rm', 'running_var': 'riv'}
+
+
+def to_caffe2_name(name: str, fast_depths: dict):
+  """A SlowFast-repository tensor name -> its Caffe2 blob name (None: not stored)."""
+  if name.endswith('num_batches_tracked'):
+    return None
+  m = re.fullmatch(r's1\.pathway(\d)_stem\.(conv|bn)\.(\w+)', name)
+  if m:
+    t = 't_' if m[1] == '1' else ''
+    return f'{t}conv1_w' if m[2] == 'conv' else f'{t}res_conv1_bn_{_BN_TO_C2[m[3]]}'
+  m = re.fullmatch(r's(\d)_fuse\.(conv_f2s|bn)\.(\w+)', name)
+  if m:
+    stem = ('t_pool1_subsample' if m[1] == '1' else
+            f't_res{m[1]}_{fast_depths[int(m[1])] - 1}_branch2c_bn_subsample')
+    return f'{stem}_w' if m[2] == 'conv_f2s' else f'{stem}_bn_{_BN_TO_C2[m[3]]}'
+  m = re.fullmatch(r's(\d)\.pathway(\d)_res(\d+)\.(branch1|branch1_bn|branch2\.([abc])'
+                   r'(_bn)?)\.(\w+)', name)
+  if m:
+    prefix = f'{"t_" if m[2] == "1" else ""}res{m[1]}_{m[3]}_'
+    if m[4] == 'branch1':
+      return prefix + 'branch1_w'
+    if m[4] == 'branch1_bn':
+      return prefix + f'branch1_bn_{_BN_TO_C2[m[7]]}'
+    if m[6]:
+      return prefix + f'branch2{m[5]}_bn_{_BN_TO_C2[m[7]]}'
+    return prefix + f'branch2{m[5]}_w'
+  m = re.fullmatch(r'head\.projection\.(weight|bias)', name)
+  if m:
+    return 'pred_w' if m[1] == 'weight' else 'pred_b'
+  raise ValueError(f'no Caffe2 name for {name}')
+
+
+def caffe2_blobs(model) -> dict:
+  """The model's tensors as the Caffe2 blobs of a model zoo .pkl (numpy float32), with
+  the training state such files also hold (SGD momenta, lr, iteration)."""
+  state = {to_slowfast_repo_name(k): v.numpy() for k, v in model.state_dict().items()}
+  depths = {}
+  for k in state:
+    m = re.match(r's(\d)\.pathway1_res(\d+)\.', k)
+    if m:
+      depths[int(m[1])] = max(depths.get(int(m[1]), 0), int(m[2]) + 1)
+  blobs = {}
+  for k, v in state.items():
+    c2 = to_caffe2_name(k, depths)
+    if c2 is not None:
+      blobs[c2] = v.astype('float32')
+      if c2.endswith('_w'):
+        blobs[c2 + '_momentum'] = (v * 0.01).astype('float32')
+  blobs['lr'] = __import__('numpy').asarray([0.1], 'float32')
+  blobs['model_iter'] = __import__('numpy').int64(196000)
+  return blobs
+
+
+def write_python2_pickle(path: str, obj) -> None:
+  """Writes `obj` (dicts with str keys, float32/int64 numpy arrays and scalars, str,
+  int) as Python 2's cPickle protocol 2 writes numpy data: `numpy.core.multiarray`
+  globals and raw array bytes as byte strings (BINSTRING), as in the Caffe2 files."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import struct  # pylint: disable=g-import-not-at-top
+  out = bytearray(b'\x80\x02')
+
+  def bstr(b: bytes):
+    out.extend(b'U' + bytes([len(b)]) + b if len(b) < 256 else
+               b'T' + struct.pack('<i', len(b)) + b)
+
+  def dtype(dt):
+    out.extend(b'cnumpy\ndtype\n')
+    bstr(dt.str[1:].encode())
+    out.extend(b'\x89\x88\x87R(K\x03')      # (name, False, True), REDUCE, state: 3,
+    bstr(b'<')                                # byte order, then no fields/subarray
+    out.extend(b'NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb')
+
+  def save(x):
+    if isinstance(x, dict):
+      out.extend(b'}(')
+      for k, v in x.items():
+        bstr(k.encode())
+        save(v)
+      out.extend(b'u')
+    elif isinstance(x, np.ndarray):
+      out.extend(b'cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85')
+      bstr(b'b')
+      out.extend(b'\x87R(K\x01(')
+      for d in x.shape:
+        out.extend(b'J' + struct.pack('<i', d))
+      out.extend(b't')
+      dtype(x.dtype)
+      out.extend(b'\x89')                     # not Fortran order
+      bstr(np.ascontiguousarray(x).tobytes())
+      out.extend(b'tb')
+    elif isinstance(x, np.generic):
+      out.extend(b'cnumpy.core.multiarray\nscalar\n')
+      dtype(x.dtype)
+      bstr(x.tobytes())
+      out.extend(b'\x86R')
+    elif isinstance(x, str):
+      bstr(x.encode())
+    elif isinstance(x, int):
+      out.extend(b'J' + struct.pack('<i', x))
+    else:
+      raise TypeError(type(x))
+
+  save(obj)
+  out.extend(b'.')
+  with open(path, 'wb') as f:
+    f.write(bytes(out))

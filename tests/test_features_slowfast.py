@@ -1,11 +1,14 @@
 """Flax SlowFast vs pytorchvideo's `create_slowfast` (the SlowFast R50 topology).
 
-pytorchvideo builds the reference network; its random weights are saved in both
-published layouts (pytorchvideo names, and SlowFast-repository names under
-'model_state'), loaded through `load_slowfast`, and the pooled 2-pathway features are
-compared. Widths are tiny and the clip small (8 Fast frames of 64x64) so it runs in
+pytorchvideo builds the reference network; its random weights are saved in the three
+published layouts (pytorchvideo names; SlowFast-repository names under 'model_state';
+the model zoo's Caffe2 pickle of numpy blobs, written as Python 2 wrote it), loaded
+through `load_slowfast`, and the pooled 2-pathway features are compared. Widths are tiny and the clip small (8 Fast frames of 64x64) so it runs in
 seconds; the depths (3, 4, 6, 3), kernels and strides are R50's.
 """
+import os
+import pickle
+
 import jax
 import numpy as np
 import pytest
@@ -24,6 +27,8 @@ def reference(tmp_path_factory):
   d = tmp_path_factory.mktemp('slowfast')
   for layout in ('pytorchvideo', 'slowfast_repo'):
     backbone_fixtures.write_tiny_slowfast(str(d / f'{layout}.pyth'), model, layout)
+  backbone_fixtures.write_python2_pickle(
+      str(d / 'caffe2.pkl'), {'blobs': backbone_fixtures.caffe2_blobs(model)})
   frames = np.random.default_rng(0).normal(size=(2, T_FAST, SIZE, SIZE, 3)).astype(np.float32)
   fast = torch.tensor(frames).permute(0, 4, 1, 2, 3)  # (N, C, T, H, W)
   slow = torch.index_select(fast, 2, torch.linspace(0, T_FAST - 1, T_FAST // ALPHA).long())
@@ -54,12 +59,88 @@ def test_slowfast_repo_layout_loads_the_same_variables(reference, backbone):
   """The same weights under SlowFast-repository names, nested under 'model_state'."""
   other = slowfast_lib.load_slowfast(str(reference[0] / 'slowfast_repo.pyth'))
   assert other.model.cfg == backbone.model.cfg
-  flat = lambda v: {jax.tree_util.keystr(k): np.asarray(x)
-                    for k, x in jax.tree_util.tree_leaves_with_path(v)}
-  ours, theirs = flat(backbone.params), flat(other.params)
+  ours, theirs = _flat(backbone.params), _flat(other.params)
   assert ours.keys() == theirs.keys() and len(ours) > 300
   for k in ours:
     np.testing.assert_array_equal(ours[k], theirs[k], err_msg=k)
+
+
+def _flat(variables):
+  return {jax.tree_util.keystr(k): np.asarray(x)
+          for k, x in jax.tree_util.tree_leaves_with_path(variables)}
+
+
+def test_caffe2_pickle_loads_the_same_variables(reference, backbone):
+  """The model zoo's Caffe2 layout (`{'blobs': {conv1_w, res2_0_branch2a_bn_riv, ...}}`,
+  with SGD momenta, lr and iteration blobs), read without unpickling code."""
+  path = str(reference[0] / 'caffe2.pkl')
+  with open(path, 'rb') as f:
+    assert b'numpy.core.multiarray\n_reconstruct' in f.read(4096)   # as Python 2 wrote it
+  blobs = weights_lib.read_tensors(path)
+  assert 't_pool1_subsample_bn_riv' in blobs and 'res2_0_branch2a_w_momentum' in blobs
+  other = slowfast_lib.load_slowfast(path)
+  assert other.model.cfg == backbone.model.cfg
+  ours, theirs = _flat(backbone.params), _flat(other.params)
+  assert ours.keys() == theirs.keys()
+  for k in ours:
+    np.testing.assert_array_equal(ours[k], theirs[k], err_msg=k)
+
+
+def test_caffe2_names_follow_slowfast_converter():
+  """Blob names from the comments of SlowFast's `c2_model_loading.py`, and its rules."""
+  cases = {'conv1_w': 's1.pathway0_stem.conv.weight',
+           't_conv1_w': 's1.pathway1_stem.conv.weight',
+           'res_conv1_bn_s': 's1.pathway0_stem.bn.weight',
+           't_pool1_subsample_w': 's1_fuse.conv_f2s.weight',
+           't_res4_5_branch2c_bn_subsample_bn_rm': 's4_fuse.bn.running_mean',
+           'res4_4_branch2c_bn_b': 's4.pathway0_res4.branch2.c_bn.bias',
+           'res4_0_branch1_w': 's4.pathway0_res0.branch1.weight',
+           't_res3_1_branch2a_bn_riv': 's3.pathway1_res1.branch2.a_bn.running_var',
+           'pred_w': 'head.projection.weight', 'conv1_w_momentum': None, 'lr': None}
+  for blob, name in cases.items():
+    assert slowfast_lib.caffe2_to_repo_name(blob) == name, blob
+  kept = slowfast_lib.from_caffe2({'conv1_w_momentum': 1, 'model_iter': 2, 'lr': 3,
+                                   'conv1_w': 4, 'mystery_w': 5})
+  assert kept == {'s1.pathway0_stem.conv.weight': 4, 'mystery_w': 5}
+
+
+class _Payload:
+  """Unpickling this runs a shell command (what a malicious .pkl would do)."""
+
+  def __init__(self, marker):
+    self.marker = marker
+
+  def __reduce__(self):
+    return os.system, (f'touch {self.marker}',)
+
+
+class _Exec:
+  def __reduce__(self):
+    return exec, ('open("/tmp/never", "w")',)
+
+
+def test_pickle_with_code_is_refused_by_name(tmp_path):
+  marker = tmp_path / 'ran'
+  blobs = {'conv1_w': np.ones((2, 3, 1, 1, 1), np.float32)}
+  # Patterns: the refused global by name (protocol 2 writes builtins as __builtin__).
+  cases = [({'blobs': {**blobs, 'evil': _Payload(marker)}},
+            rf'global {os.system.__module__}\.system'),
+           ({'blobs': blobs, 'x': [_Exec()]}, r'global (__builtin__|builtins)\.exec'),
+           ({'blobs': {'obj': np.array([1, 'a'], dtype=object)}}, 'an object array')]
+  for i, (obj, why) in enumerate(cases):
+    for protocol in (2, 5):
+      path = tmp_path / f'bad{i}_{protocol}.pkl'
+      path.write_bytes(pickle.dumps(obj, protocol=protocol))
+      with pytest.raises(weights_lib.WeightsError, match=why):
+        slowfast_lib.load_slowfast(str(path))
+  assert not marker.exists()
+  # Valid Python 3 pickles of the same arrays (protocols 2-5) read back exactly.
+  for protocol in (2, 4, 5):
+    path = tmp_path / f'ok{protocol}.pkl'
+    path.write_bytes(pickle.dumps({'blobs': {**blobs, 'it': np.int64(5)}}, protocol=protocol))
+    got = weights_lib.read_tensors(str(path))
+    np.testing.assert_array_equal(got['conv1_w'], blobs['conv1_w'])
+    assert got['it'] == 5
 
 
 def test_slow_indices_are_torch_linspace():
@@ -72,9 +153,12 @@ def test_bad_files_and_shapes(reference, backbone, tmp_path):
   d, frames, _ = reference
   with pytest.raises(weights_lib.WeightsError, match='not found.*SLOWFAST_8x8_R50'):
     slowfast_lib.load_slowfast(str(tmp_path / 'missing.pyth'))
-  (tmp_path / 'SLOWFAST_8x8_R50.pkl').write_bytes(b'not read')
-  with pytest.raises(weights_lib.WeightsError, match='pickles and are not read'):
+  (tmp_path / 'SLOWFAST_8x8_R50.pkl').write_bytes(b'not a pickle')
+  with pytest.raises(weights_lib.WeightsError, match='not a readable Caffe2 .pkl'):
     slowfast_lib.load_slowfast(str(tmp_path / 'SLOWFAST_8x8_R50.pkl'))
+  (tmp_path / 'plain.pkl').write_bytes(pickle.dumps({'conv1_w': np.zeros(2)}))
+  with pytest.raises(weights_lib.WeightsError, match=r'expected a Caffe2 checkpoint.*conv1_w'):
+    slowfast_lib.load_slowfast(str(tmp_path / 'plain.pkl'))
   state = torch.load(d / 'pytorchvideo.pyth', weights_only=True)
   del state['blocks.3.multipathway_blocks.1.res_blocks.2.branch2.norm_b.running_var']
   state['blocks.9.extra.weight'] = torch.zeros(2)

@@ -1,12 +1,18 @@
-"""SlowFast R50 backbone for the 2304-d clip features, loaded from a PyTorch checkpoint.
+"""SlowFast R50 backbone for the 2304-d clip features, loaded from a checkpoint file.
 
-`load_slowfast(path)` reads a SlowFast R50 8x8 Kinetics-400 checkpoint as published by
-the SlowFast repository (`SLOWFAST_8x8_R50.pyth`: `{'model_state': state_dict, ...}`,
-names `s1.pathway0_stem.conv.weight`, ...) or by pytorchvideo (`SLOWFAST_8X8_R50.pyth`,
-names `blocks.0.multipathway_blocks.0.conv.weight`, ...), or the same state_dict in a
-`.safetensors` file. Widths, depths and kernel sizes are read off the tensor shapes, so
-R18/R50/R101 layouts and tiny test networks load through the same code; the classifier
-is skipped (features are the pooled pathways before it).
+`load_slowfast(path)` reads a SlowFast ResNet checkpoint in any of three layouts:
+* the SlowFast model zoo's Caffe2 pickle `SLOWFAST_8x8_R50.pkl` (`{'blobs': {...}}`,
+  names `conv1_w`, `res2_0_branch2a_bn_s`, `t_pool1_subsample_w`, ...): the weights
+  behind the public HERO / Moment-DETR SlowFast features; read by `numpy_pickle`
+  (numpy arrays only, no code) and renamed as SlowFast's own Caffe2 converter does;
+* a SlowFast-repository PyTorch checkpoint (`{'model_state': state_dict, ...}`, names
+  `s1.pathway0_stem.conv.weight`, ...);
+* pytorchvideo's (`SLOWFAST_8x8_R50.pyth` of its model zoo, names
+  `blocks.0.multipathway_blocks.0.conv.weight`, ...): the same architecture, another
+  training run;
+or such a state_dict in a `.safetensors` file. Widths, depths and kernel sizes are read
+off the tensor shapes, so R18/R50/R101 layouts and tiny test networks load through the
+same code; the classifier is skipped (features are the pooled pathways before it).
 """
 import collections
 import re
@@ -22,9 +28,11 @@ from momentdiff_jax.features.slowfast_model import SlowFast, SlowFastConfig, Sta
 # defaults; pytorchvideo's SlowFast hub example), on RGB in [0, 1].
 SLOWFAST_MEAN = (0.45, 0.45, 0.45)
 SLOWFAST_STD = (0.225, 0.225, 0.225)
-WHERE = ('SlowFast R50 8x8 Kinetics-400 weights are published in the SlowFast model zoo '
-         '(github.com/facebookresearch/SlowFast, MODEL_ZOO.md: SLOWFAST_8x8_R50.pyth) and '
-         "in pytorchvideo's model zoo (SLOWFAST_8X8_R50.pyth).")
+WHERE = ('The public HERO / Moment-DETR SlowFast features were extracted with the SlowFast '
+         'model zoo\'s Caffe2 checkpoint SLOWFAST_8x8_R50.pkl (github.com/facebookresearch/'
+         'SlowFast, MODEL_ZOO.md, Kinetics-400 SlowFast R50 8x8); pytorchvideo\'s '
+         'SLOWFAST_8x8_R50.pyth has the same architecture but other weights '
+         '(docs/features.md).')
 
 # Module names of both layouts -> ours (see slowfast_model.py).
 _LAYOUTS = (
@@ -47,6 +55,32 @@ _RENAME = {'conv': 'conv', 'norm': 'bn', 'bn': 'bn', 'conv_fast_to_slow': 'conv'
            'branch1_norm': 'branch1_bn', 'branch1_bn': 'branch1_bn',
            **{f'branch2.conv_{c}': c for c in 'abc'}, **{f'branch2.norm_{c}': f'{c}_bn' for c in 'abc'},
            **{f'branch2.{c}': c for c in 'abc'}, **{f'branch2.{c}_bn': f'{c}_bn' for c in 'abc'}}
+# Caffe2 blob names (model zoo .pkl) -> SlowFast-repository names, the renaming of
+# SlowFast's `utils/c2_model_loading.py` (what HERO's extractor loaded the file with):
+# `t_` marks the Fast pathway; BatchNorm `_s/_b/_rm/_riv` are weight, bias, running
+# mean and running variance; a fusion conv is named after the Fast block before it.
+_C2_BN = {'s': 'weight', 'b': 'bias', 'rm': 'running_mean', 'riv': 'running_var'}
+_C2_RES = r'(t_)?res(\d+)_(\d+)_branch'
+_C2_NAMES = (
+    (r'(t_)?conv1_w', lambda m: f's1.pathway{_pw(m)}_stem.conv.weight'),
+    (r'(t_)?res_conv1_bn_(s|b|rm|riv)', lambda m: f's1.pathway{_pw(m)}_stem.bn.{_C2_BN[m[2]]}'),
+    (r't_pool1_subsample_w', lambda m: 's1_fuse.conv_f2s.weight'),
+    (r't_pool1_subsample_bn_(s|b|rm|riv)', lambda m: f's1_fuse.bn.{_C2_BN[m[1]]}'),
+    (r't_res(\d+)_\d+_branch2c_bn_subsample_w', lambda m: f's{m[1]}_fuse.conv_f2s.weight'),
+    (r't_res(\d+)_\d+_branch2c_bn_subsample_bn_(s|b|rm|riv)',
+     lambda m: f's{m[1]}_fuse.bn.{_C2_BN[m[2]]}'),
+    (_C2_RES + r'2([abc])_w', lambda m: f'{_c2_block(m)}.branch2.{m[4]}.weight'),
+    (_C2_RES + r'2([abc])_bn_(s|b|rm|riv)',
+     lambda m: f'{_c2_block(m)}.branch2.{m[4]}_bn.{_C2_BN[m[5]]}'),
+    (_C2_RES + r'1_w', lambda m: f'{_c2_block(m)}.branch1.weight'),
+    (_C2_RES + r'1_bn_(s|b|rm|riv)', lambda m: f'{_c2_block(m)}.branch1_bn.{_C2_BN[m[4]]}'),
+    (r'pred_(w|b)', lambda m: f'head.projection.{"weight" if m[1] == "w" else "bias"}'),
+)
+_pw = lambda m: 1 if m[1] else 0
+_c2_block = lambda m: f's{m[2]}.pathway{_pw(m)}_res{m[3]}'
+# Training state in Caffe2 files (SGD momenta, learning rate, iteration): SlowFast's
+# converter skips unmapped blobs whose names contain these words, and so do we.
+_C2_TRAINING = ('momentum', 'lr', 'model_iter')
 # Classifier (features are taken before it) and BatchNorm step counters.
 _UNUSED = re.compile(r'(blocks\.\d+\.proj|head\.projection)\.(weight|bias)$|'
                      r'\.num_batches_tracked$')
@@ -64,6 +98,27 @@ def _module(name: str):
     if m:
       return rename(m), leaf
   return None
+
+
+def caffe2_to_repo_name(blob: str):
+  """Caffe2 blob name -> SlowFast-repository tensor name, or None (no such layer)."""
+  for pattern, rename in _C2_NAMES:
+    m = re.fullmatch(pattern, blob)
+    if m:
+      return rename(m)
+  return None
+
+
+def from_caffe2(blobs: dict) -> dict:
+  """Caffe2 blobs -> tensors under SlowFast-repository names; training state dropped,
+  unknown blobs kept under their own names (so the strict loader lists them)."""
+  out = {}
+  for blob, value in blobs.items():
+    name = caffe2_to_repo_name(blob)
+    if name is None and any(w in blob for w in _C2_TRAINING):
+      continue
+    out[name or blob] = value
+  return out
 
 
 def _assign(name: str):
@@ -169,9 +224,11 @@ class SlowFastBackbone:
 
 def load_slowfast(path: str, alpha: int = 4, num_frames: int = 32,
                   crop_size: int = 224) -> SlowFastBackbone:
-  """Loads a SlowFast ResNet checkpoint (.pyth/.pth/.pt/.bin or .safetensors)."""
+  """Loads a SlowFast ResNet checkpoint (Caffe2 .pkl, .pyth/.pth/.pt/.bin, .safetensors)."""
   weights_lib.require_file(path, 'SlowFast weights', WHERE)
   tensors = weights_lib.read_tensors(path)
+  if tensors and not any('.' in name for name in tensors):  # Caffe2 blob names
+    tensors = from_caffe2(tensors)
   cfg = infer_config(tensors, path, alpha)
   model = SlowFast(cfg)
   frames = jax.ShapeDtypeStruct((1, alpha, 32, 32, cfg.in_channels), jnp.float32)

@@ -1,17 +1,23 @@
 """Reading backbone weights from local files, safely and strictly.
 
-* `read_tensors(path)`: a `.safetensors` file through the `safetensors` numpy API, or a
+* `read_tensors(path)`: a `.safetensors` file through the `safetensors` numpy API, a
   torch pickle (`.bin/.pt/.pth/.pyth`) through `torch.load(weights_only=True)`, which
-  refuses to run code from the file. Nothing is downloaded.
+  refuses to run code from the file, or a Caffe2 `.pkl` (`{'blobs': {name: array}}`)
+  through `numpy_pickle`, which reads numpy arrays only and refuses any other global by
+  name. Nothing is downloaded.
 * `fill_params(abstract, assign, tensors, ...)`: builds a parameter tree from a name ->
   array dict, failing with every unmapped tensor, every parameter left unfilled and every
   shape mismatch listed, before anything is used.
 """
 import os
+import pickle
+import zipfile
 from typing import Callable, Iterable, Mapping, Optional
 
 import jax
 import numpy as np
+
+from momentdiff_jax.features import numpy_pickle
 
 TORCH_SUFFIXES = ('.bin', '.pt', '.pth', '.pyth', '.ckpt')
 # Keys under which training scripts nest the model's state_dict (SlowFast: 'model_state').
@@ -31,10 +37,12 @@ def require_file(path: str, what: str, where: str) -> None:
 
 
 def read_tensors(path: str) -> dict:
-  """name -> float32/int numpy array from a safetensors file or a torch state_dict.
+  """name -> float32/int numpy array from a safetensors file, a torch state_dict or
+  a Caffe2 `.pkl` (its blob names, e.g. `res2_0_branch2a_w`).
 
   A torch file may hold the state_dict itself or a dict that nests it under
-  'model_state' (SlowFast repo), 'state_dict' or 'model'.
+  'model_state' (SlowFast repo), 'state_dict' or 'model'; a `.pkl` that is a torch
+  zip archive is read as torch.
   """
   if path.endswith('.safetensors'):
     try:
@@ -46,13 +54,41 @@ def read_tensors(path: str) -> dict:
       return dict(load_file(path))
     except Exception as e:  # safetensors raises its own error types
       raise WeightsError(f'{path}: not a readable safetensors file ({e})') from e
-  if path.endswith('.pkl'):
-    raise WeightsError(f'{path}: Caffe2/Detectron .pkl checkpoints are arbitrary Python '
-                       'pickles and are not read; use the PyTorch checkpoint of the same '
-                       'model (.pyth/.pth, read with weights_only=True) or .safetensors')
-  if not path.endswith(TORCH_SUFFIXES):
-    raise WeightsError(f'{path}: unknown weights format; expected .safetensors or one of '
-                       f'{", ".join(TORCH_SUFFIXES)}')
+  if path.endswith('.pkl') and not zipfile.is_zipfile(path):
+    return read_caffe2_blobs(path)
+  if not path.endswith(TORCH_SUFFIXES + ('.pkl',)):
+    raise WeightsError(f'{path}: unknown weights format; expected .safetensors, a Caffe2 '
+                       f'.pkl or one of {", ".join(TORCH_SUFFIXES)}')
+  return _read_torch(path)
+
+
+def read_caffe2_blobs(path: str) -> dict:
+  """blob name -> numpy array of a Caffe2 checkpoint (`{'blobs': {...}, ...}` pickle).
+
+  Read with `numpy_pickle.load`: numpy arrays and plain containers only; a file that
+  names any other global (code) is refused by name before anything runs.
+  """
+  try:
+    obj = numpy_pickle.load(path)
+  except numpy_pickle.UnsafePickleError as e:
+    raise WeightsError(f'{path}: not read: {e}') from e
+  except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
+    raise WeightsError(f'{path}: not a readable Caffe2 .pkl checkpoint ({e})') from e
+  blobs = obj.get('blobs') if isinstance(obj, Mapping) else None
+  if not isinstance(blobs, Mapping):
+    got = sorted(map(str, obj))[:10] if isinstance(obj, Mapping) else type(obj).__name__
+    raise WeightsError(f'{path}: expected a Caffe2 checkpoint {{"blobs": {{name: array}}}}, '
+                       f'got {got}')
+  out = {}
+  for name, value in blobs.items():
+    if isinstance(value, (np.ndarray, np.generic, int, float)):  # weights and counters
+      value = np.asarray(value)
+      out[str(name)] = value.astype(np.float32) if value.dtype.kind == 'f' else value
+  return out
+
+
+def _read_torch(path: str) -> dict:
+  """name -> array of a torch checkpoint, read with `torch.load(weights_only=True)`."""
   try:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError as e:
