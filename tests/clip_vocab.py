@@ -6,6 +6,7 @@ here by plain pair counting (most frequent pair first), independently of the cod
 under test; only the byte table is GPT-2's public one, rebuilt below.
 """
 import collections
+import gzip
 import json
 import os
 import re
@@ -23,8 +24,8 @@ def _bytes_to_unicode():
   return table
 
 
-def write_vocab(directory: str, texts, num_merges: int = 300) -> int:
-  """Writes vocab.json + merges.txt learned from `texts`; returns the vocab size."""
+def learn_merges(texts, num_merges: int = 300) -> list:
+  """BPE merges [(a, b), ...] learned from `texts` by pair counting, in rank order."""
   table = _bytes_to_unicode()
   words = collections.Counter()
   for text in texts:
@@ -53,6 +54,13 @@ def write_vocab(directory: str, texts, num_merges: int = 300) -> int:
           i += 1
       merged[tuple(out)] += count
     words = merged
+  return merges
+
+
+def write_vocab(directory: str, texts, num_merges: int = 300) -> int:
+  """Writes vocab.json + merges.txt learned from `texts`; returns the vocab size."""
+  table = _bytes_to_unicode()
+  merges = learn_merges(texts, num_merges)
   symbols = list(table.values())
   symbols += [s + '</w>' for s in symbols]
   symbols += [a + b for a, b in merges]
@@ -66,3 +74,31 @@ def write_vocab(directory: str, texts, num_merges: int = 300) -> int:
   with open(os.path.join(directory, 'merges.txt'), 'w', encoding='utf-8') as f:
     f.write('#version: 0.2\n' + ''.join(f'{a} {b}\n' for a, b in merges))
   return len(vocab)
+
+
+def write_openai_bpe(directory: str, texts, num_merges: int = 300) -> int:
+  """Learns merges from `texts` and writes them twice: OpenAI's layout
+  (`bpe_simple_vocab_16e6.txt.gz`: a version line, then one merge per line) and, in
+  `directory/hf`, Hugging Face's vocab.json + merges.txt with the ids OpenAI's
+  `SimpleTokenizer` gives (byte symbols in `bytes_to_unicode()` order: printable bytes,
+  then the others mapped to 256+; the same with `</w>`; merges; the two special
+  tokens). Returns the vocab size."""
+  table = _bytes_to_unicode()
+  printable = [b for b in range(256) if ord(table[b]) == b]
+  order = printable + [b for b in range(256) if b not in printable]
+  merges = [m for m in learn_merges(texts, num_merges)]
+  symbols = [table[b] for b in order]
+  symbols += [s + '</w>' for s in symbols]
+  symbols += [a + b for a, b in merges]
+  symbols += ['<|startoftext|>', '<|endoftext|>']
+  assert len(set(symbols)) == len(symbols), 'a merge repeats a symbol: ids would be ambiguous'
+  os.makedirs(os.path.join(directory, 'hf'), exist_ok=True)
+  with gzip.open(os.path.join(directory, 'bpe_simple_vocab_16e6.txt.gz'), 'wt',
+                 encoding='utf-8') as f:
+    f.write('"bpe_simple_vocab_16e6.txt#version: 0.2\n' + ''.join(f'{a} {b}\n'
+                                                                 for a, b in merges))
+  with open(os.path.join(directory, 'hf', 'vocab.json'), 'w', encoding='utf-8') as f:
+    json.dump({s: i for i, s in enumerate(symbols)}, f, ensure_ascii=False)
+  with open(os.path.join(directory, 'hf', 'merges.txt'), 'w', encoding='utf-8') as f:
+    f.write('#version: 0.2\n' + ''.join(f'{a} {b}\n' for a, b in merges))
+  return len(symbols)

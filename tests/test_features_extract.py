@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -162,6 +163,38 @@ def test_rerun_skips_written_videos_and_lists_bad_ones(world, capsys):
           for a in world['args']]
   assert extract_features.main(args) == 1
   assert 'fingerprint' in capsys.readouterr().err
+  # So is a rerun with other SlowFast frames or crop, naming both values of each.
+  args = [a for a in world['args'] if not a.startswith(('--slowfast_frames', '--slowfast_crop'))]
+  assert extract_features.main(args + ['--slowfast_frames=4', '--slowfast_crop=64']) == 1
+  err = capsys.readouterr().err
+  assert 'slowfast_features holds features of another extraction' in err
+  assert f'frames_per_clip {SF_FRAMES} there vs 4 now (--slowfast_frames)' in err
+  assert f'crop {SF_CROP} there vs 64 now (--slowfast_crop)' in err
+  assert _mtimes(world['feats']) == before
+
+
+def test_video_features_need_no_tokenizer_files(world, tmp_path, capsys):
+  """A CLIP directory as `CLIPModel.save_pretrained` writes it (config and weights,
+  no tokenizer files) extracts video features; only --queries asks for a tokenizer."""
+  clip = str(tmp_path / 'clip_model_only')
+  torch.manual_seed(0)   # the weights of make_clip_dir(seed=0)
+  transformers.CLIPModel(transformers.CLIPConfig.from_pretrained(world['clip'])).eval(
+      ).save_pretrained(clip)
+  assert sorted(os.listdir(clip)) == ['config.json', 'model.safetensors']
+  out = str(tmp_path / 'feats')
+  args = [f'--videos={world["vdir"]}/vid[0-2].mp4', f'--output={out}',
+          f'--clip_len={CLIP_LEN}', '--backbones=clip', f'--clip_weights={clip}',
+          '--batch_size=16', '--no_progress']
+  assert extract_features.main(args) == 0
+  for k in range(3):
+    with np.load(os.path.join(out, 'clip_features', f'vid{k}.npz')) as a, \
+         np.load(os.path.join(world['feats'], 'clip_features', f'vid{k}.npz')) as b:
+      np.testing.assert_array_equal(a['features'], b['features'])
+  out2 = str(tmp_path / 'feats2')
+  args = [a.replace(out, out2) for a in args] + [f'--queries={world["root"]}/queries.jsonl']
+  assert extract_features.main(args) == 1
+  assert 'no CLIP tokenizer files' in capsys.readouterr().err
+  assert not os.path.exists(os.path.join(out2, 'clip_features'))  # refused before any video
 
 
 def test_two_devices_give_the_same_files(world, tmp_path):
@@ -239,6 +272,25 @@ def test_build_train_predict_video(world, tmp_path):
   from matplotlib import image
   img = image.imread(out_png)
   assert img.shape[0] >= 300 and img.shape[1] >= 600
+
+  assert 'no weights fingerprint' not in res.stderr   # this dataset recorded them
+
+  # A dataset built from the public releases records no fingerprint: predict_video
+  # says so, once, and goes on with the given weights.
+  from momentdiff_jax.run import workdir as workdir_lib
+  config, _, params, _, _ = workdir_lib.restore_model(wd, 'best')
+  config.data.backbones = {'video': [{'backbone': n, 'inferred_from': 'directory name'}
+                                     for n in ('slowfast', 'clip')],
+                           'text': {'backbone': 'clip', 'inferred_from': 'directory name'}}
+  p = Predictor(config, params, clip_weights=world['clip'], slowfast_weights=world['slowfast'])
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter('always')
+    for q in ('someone sits on a chair', 'a person opens the door'):
+      p.predict_video(vid, q)
+  said = [str(w.message) for w in caught if 'no weights fingerprint' in str(w.message)]
+  assert len(said) == 1, said
+  assert 'slowfast video, clip video, CLIP text features' in said[0]
+  assert 'clip, slowfast.pyth' in said[0] and 'SLOWFAST_8x8_R50.pkl' in said[0]
 
   # Mismatches are refused by name, before any video is read.
   other = make_clip_dir(str(tmp_path / 'clip_other'), seed=1)

@@ -5,12 +5,16 @@ name, its weights file and a fingerprint of it, the feature dim and the clip len
 `build_dataset.py` copies these records (or, for the public releases, the backbone
 named by the dir: `clip_features`, `slowfast_features`) into the dataset metadata,
 training copies them into the workdir's config, and `Predictor.predict_video` refuses
-backbones that differ from them, naming both sides.
+backbones that differ from them, naming both sides. `check_manifest` / `write_manifest`
+keep a feature dir to one extraction: a rerun with other settings (weights, clip
+length, SlowFast frames or crop) is refused naming both values and the flag.
 """
 import hashlib
 import json
 import os
 from typing import List, Optional, Sequence
+
+from momentdiff_jax.common import atomic
 
 NAMES = ('clip', 'slowfast')
 FEATURE_DIRS = {'clip': 'clip_features', 'slowfast': 'slowfast_features'}
@@ -96,3 +100,38 @@ def mismatches(recorded: Sequence[Optional[dict]], given: Sequence[dict]) -> Lis
       out.append(f'{r["backbone"]}: feature dim {r["feature_dim"]} in the dataset, '
                  f'{g["feature_dim"]} from the given weights')
   return out
+
+
+# Record fields that must agree for features to share a dir, and the flag behind each.
+RECORD_KEYS = {'backbone': '--backbones', 'fingerprint': '--clip_weights / --slowfast_weights',
+               'feature_dim': 'the weights', 'clip_len': '--clip_len',
+               'frames_per_clip': '--slowfast_frames', 'crop': '--slowfast_crop'}
+
+
+def record_diff(old: dict, new: dict) -> List[str]:
+  """`key A there vs B now (flag)` for each RECORD_KEYS field that differs."""
+  return [f'{k} {old.get(k)!r} there vs {new.get(k)!r} now ({flag})'
+          for k, flag in RECORD_KEYS.items() if old.get(k) != new.get(k)]
+
+
+def check_manifest(feat_dir: str, rec: dict) -> bool:
+  """Refuses (ValueError, naming both values of every differing field) when
+  `feat_dir/extraction.json` records another extraction; True if it has a record."""
+  path = os.path.join(feat_dir, MANIFEST)
+  if not os.path.exists(path):
+    return False
+  with open(path) as f:
+    diff = record_diff(json.load(f), rec)
+  if diff:
+    raise ValueError(f'{feat_dir} holds features of another extraction ({path}): '
+                     + ', '.join(diff) + '; write to another --output or remove that dir')
+  return True
+
+
+def write_manifest(feat_dir: str, rec: dict) -> None:
+  """Writes `<dir>/extraction.json`, or checks that an existing one describes the same
+  extraction (a dir never mixes features of two extractions)."""
+  if check_manifest(feat_dir, rec):
+    return
+  os.makedirs(feat_dir, exist_ok=True)
+  atomic.write_json(os.path.join(feat_dir, MANIFEST), rec)

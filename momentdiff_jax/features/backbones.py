@@ -5,7 +5,7 @@ files and exposes per backbone a `(N, ...) uint8 -> (N, D) float32` function tha
 normalizes on device and runs batches split over every local device (`data` mesh axis,
 parameters replicated), padded to one fixed batch so each backbone compiles once.
 
-`records` holds the identity of each loaded backbone (see features/records.py).
+`records` holds the identity of each loaded backbone (see common/records.py).
 """
 from typing import Dict, Optional, Sequence
 
@@ -83,7 +83,8 @@ class Encoders:
   def __init__(self, names: Sequence[str], clip_weights: Optional[str] = None,
                slowfast_weights: Optional[str] = None, batch_size: int = 64,
                models: Optional[Dict[str, object]] = None,
-               slowfast_frames: int = 32, slowfast_crop: int = 224):
+               slowfast_frames: int = 32, slowfast_crop: int = 224, text: bool = True):
+    """`text=False`: video features only, CLIP's tokenizer files are not needed."""
     self.names = parse_names(names)
     paths = {'clip': clip_weights, 'slowfast': slowfast_weights}
     models = dict(models or {})
@@ -95,7 +96,7 @@ class Encoders:
                          'nothing is downloaded)')
       if n == 'clip':
         from momentdiff_jax.features.clip import load_clip
-        models[n] = load_clip(paths[n])
+        models[n] = load_clip(paths[n], with_tokenizer=text)
       else:
         from momentdiff_jax.features.slowfast import load_slowfast
         models[n] = load_slowfast(paths[n], num_frames=slowfast_frames,

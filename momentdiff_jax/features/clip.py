@@ -1,8 +1,9 @@
 """CLIP backbone for clip and query features, loaded from a Hugging Face CLIP directory.
 
 `load_clip(path)` reads what `CLIPModel.save_pretrained` writes (config.json plus
-model.safetensors or pytorch_model.bin; tokenizer files; preprocessor_config.json when
-present). Sizes come from config.json, so any CLIP variant loads; the mapping is strict.
+model.safetensors or pytorch_model.bin; preprocessor_config.json when present) and,
+for query features only, the tokenizer files (`CLIPTokenizer.save_pretrained`'s, or
+OpenAI's `bpe_simple_vocab_16e6.txt.gz`): video features need no tokenizer. Sizes come from config.json, so any CLIP variant loads; the mapping is strict.
 The weights are never downloaded: CLIP ViT-B/32 as the public Moment-DETR / QVHighlights
 features used it is published on the Hugging Face hub as `openai/clip-vit-base-patch32`.
 """
@@ -96,10 +97,11 @@ class ClipBackbone:
   """
 
   def __init__(self, image_tower: ImageTower, text_tower: TextTower, params: dict,
-               tokenizer: ClipTokenizer, image_mean=CLIP_MEAN, image_std=CLIP_STD):
+               tokenizer, image_mean=CLIP_MEAN, image_std=CLIP_STD):
+    """`tokenizer`: a ClipTokenizer, or the directory to read one from at first use."""
     self.image_tower, self.text_tower = image_tower, text_tower
     self.params = params  # {'image': ..., 'text': ...}
-    self.tokenizer = tokenizer
+    self._tokenizer = tokenizer
     self.image_size = image_tower.cfg.image_size
     self.image_mean, self.image_std = tuple(image_mean), tuple(image_std)
     self.embed_dim = image_tower.projection_dim
@@ -114,6 +116,14 @@ class ClipBackbone:
 
   def apply_text(self, params, ids, mask):
     return self.text_tower.apply({'params': params['text']}, ids, mask)
+
+  @property
+  def tokenizer(self) -> ClipTokenizer:
+    """The BPE tokenizer, read from the CLIP directory at first use (query features
+    only; FileNotFoundError naming the files when the directory has none)."""
+    if isinstance(self._tokenizer, str):
+      self._tokenizer = ClipTokenizer.from_dir(self._tokenizer, self.context_length)
+    return self._tokenizer
 
   def tokenize(self, texts):
     """list[str] -> ids, mask int32 (B, context_length) numpy."""
@@ -185,8 +195,12 @@ def _read_weights(file: str) -> dict:
   return tensors
 
 
-def load_clip(path: str) -> ClipBackbone:
-  """Loads a Hugging Face CLIP directory (config.json + weights + tokenizer files)."""
+def load_clip(path: str, with_tokenizer: bool = True) -> ClipBackbone:
+  """Loads a Hugging Face CLIP directory (config.json + weights [+ tokenizer files]).
+
+  `with_tokenizer=False` (video features only): the tokenizer files are not asked
+  for now, only read if `tokenize` is called later.
+  """
   if os.path.isfile(path):
     raise weights_lib.WeightsError(
         f'CLIP weights: {path} is a file; load_clip takes a Hugging Face CLIP directory '
@@ -222,7 +236,7 @@ def load_clip(path: str) -> ClipBackbone:
   if size != image_cfg.image_size:
     raise weights_lib.WeightsError(f'{path}: preprocessor crop size {size} differs from '
                                    f'vision_config.image_size {image_cfg.image_size}')
-  tokenizer = ClipTokenizer.from_dir(path, text_cfg.context_length)
+  tokenizer = ClipTokenizer.from_dir(path, text_cfg.context_length) if with_tokenizer else path
 
   length = text_cfg.context_length
   abstract = {

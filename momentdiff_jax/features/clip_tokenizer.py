@@ -12,10 +12,19 @@ mis-decoded text with `ftfy.fix_text` (`cafÃ©` -> `café`) when ftfy is instal
 is in the `features` extra); without it only the NFC normalization is applied, which
 gives the same tokens on clean Unicode.
 
+A literal `<|startoftext|>` or `<|endoftext|>` in a query (exactly so, case and all)
+becomes that special token, and the text on each side is tokenized on its own, as
+transformers' `CLIPTokenizer` does (it splits on its special tokens before any
+normalization); any other spelling (`<|ENDOFTEXT|>`, or one produced by unescaping
+`&lt;|endoftext|&gt;`) is ordinary text: `<|`, `endoftext`, `|>`.
+
 Files: `vocab.json` + `merges.txt` (Hugging Face `save_pretrained`), else
-`tokenizer.json` (Hugging Face tokenizers format).
+`tokenizer.json` (Hugging Face tokenizers format), else OpenAI's
+`bpe_simple_vocab_16e6.txt.gz` (the file `clip.tokenize` reads: gzip text, a version
+line, then one merge per line; `from_openai_bpe`).
 """
 import functools
+import gzip
 import html
 import json
 import os
@@ -36,10 +45,15 @@ BOS = '<|startoftext|>'
 EOS = '<|endoftext|>'
 WORD_END = '</w>'
 _NEVER = float('inf')
-# CLIP's word pattern: the special tokens, English contractions, letter runs, single
-# digits, runs of other non-space characters.
-_PATTERN = (r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|"""
-            r"""[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""")
+OPENAI_BPE = 'bpe_simple_vocab_16e6.txt.gz'
+# OpenAI's `SimpleTokenizer` keeps the first 49152 - 256 - 2 merges of its file (the
+# vocabulary is 2 x 256 byte symbols + merges + 2 special tokens = 49408).
+OPENAI_MAX_MERGES = 49152 - 256 - 2
+# CLIP's word pattern without its two special-token alternatives (those are split off
+# the raw text first, see the module docstring): English contractions, letter runs,
+# single digits, runs of other non-space characters.
+_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
+_SPECIAL = (BOS, EOS)
 
 
 @functools.lru_cache(maxsize=1)
@@ -59,6 +73,14 @@ def byte_table() -> dict:
       table[b] = chr(256 + extra)
       extra += 1
   return table
+
+
+def openai_byte_symbols() -> list:
+  """The 256 byte symbols in the order of OpenAI's `bytes_to_unicode()` values (the
+  first 256 ids of CLIP's vocabulary): printable bytes first, then the others."""
+  table = byte_table()
+  printable = [b for b in range(256) if ord(table[b]) == b]
+  return [table[b] for b in printable + [b for b in range(256) if ord(table[b]) != b]]
 
 
 def clean(text: str) -> str:
@@ -87,6 +109,7 @@ class ClipTokenizer:
     self.context_length = context_length
     self.bos_id, self.eos_id, self.pad_id = vocab[BOS], vocab[EOS], vocab[pad_token]
     self._pattern = regex.compile(_PATTERN, regex.IGNORECASE)
+    self._special = regex.compile('(' + '|'.join(regex.escape(t) for t in _SPECIAL) + ')')
     self._bytes = byte_table()
     self._cache = {}
     self._source = source
@@ -109,11 +132,14 @@ class ClipTokenizer:
       merges = [tuple(m.split(' ')) if isinstance(m, str) else tuple(m)
                 for m in model['merges']]
       source = tok_file
+    elif os.path.isfile(os.path.join(path, OPENAI_BPE)):
+      return cls.from_openai_bpe(os.path.join(path, OPENAI_BPE), context_length)
     else:
       raise FileNotFoundError(
-          f'{path}: no CLIP tokenizer files (vocab.json + merges.txt, or tokenizer.json). '
-          'They come with the CLIP weights, e.g. openai/clip-vit-base-patch32 on the '
-          'Hugging Face hub.')
+          f'{path}: no CLIP tokenizer files (vocab.json + merges.txt, tokenizer.json, or '
+          f'OpenAI\'s {OPENAI_BPE}). They come with the CLIP weights, e.g. '
+          'openai/clip-vit-base-patch32 on the Hugging Face hub, or with OpenAI\'s `clip` '
+          'package; they are needed for query features only.')
     bad = [m for m in merges if len(m) != 2]
     if bad:
       raise ValueError(f'{source}: malformed merges {bad[:3]}')
@@ -124,6 +150,26 @@ class ClipTokenizer:
         pad = json.load(f).get('pad_token') or EOS
       pad = pad['content'] if isinstance(pad, dict) else pad
     return cls(vocab, merges, context_length, pad, source)
+
+  @classmethod
+  def from_openai_bpe(cls, path: str, context_length: int = 77) -> 'ClipTokenizer':
+    """OpenAI's `bpe_simple_vocab_16e6.txt.gz`: the vocabulary is built from the merges
+    as `clip/simple_tokenizer.py` does (byte symbols, the same + `</w>`, one symbol per
+    merge, the two special tokens; a repeated symbol takes its last id)."""
+    try:
+      with gzip.open(path, 'rt', encoding='utf-8') as f:
+        lines = f.read().split('\n')
+    except (OSError, EOFError, UnicodeDecodeError) as e:
+      raise ValueError(f'{path}: not a gzip BPE merges file ({e})') from e
+    # Line 0 is the version header; a short (test) file may end with an empty line.
+    merges = [tuple(l.split()) for l in lines[1:OPENAI_MAX_MERGES + 1] if l.strip()]
+    bad = [m for m in merges if len(m) != 2]
+    if bad:
+      raise ValueError(f'{path}: malformed merges {bad[:3]}')
+    symbols = openai_byte_symbols()
+    symbols = symbols + [s + WORD_END for s in symbols] + [''.join(m) for m in merges]
+    vocab = {s: i for i, s in enumerate(symbols + [BOS, EOS])}
+    return cls(vocab, merges, context_length, EOS, path)
 
   def _bpe(self, word: str) -> list:
     """One pre-token (printable-byte string) -> its BPE symbols."""
@@ -148,7 +194,17 @@ class ClipTokenizer:
     return symbols
 
   def encode(self, text: str) -> list:
-    """Token ids of `text`, without start/end tokens."""
+    """Token ids of `text`, without the added start/end tokens (a literal special
+    token in `text` gives its id)."""
+    ids = []
+    for part in self._special.split(text):
+      if part in _SPECIAL:
+        ids.append(self.vocab[part])
+      elif part:
+        ids.extend(self._encode_words(part))
+    return ids
+
+  def _encode_words(self, text: str) -> list:
     ids = []
     for piece in self._pattern.findall(clean(text)):
       word = ''.join(self._bytes[b] for b in piece.encode('utf-8'))

@@ -13,16 +13,15 @@ be decoded is listed at the end and does not stop the others.
 import collections
 import concurrent.futures
 import glob
-import json
 import os
 import queue
-import threading
 import time
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 
 from momentdiff_jax.common import atomic
+from momentdiff_jax.common import records
 from momentdiff_jax.common.errors import DataError
 from momentdiff_jax.common.jsonl import read_jsonl
 from momentdiff_jax.features import backbones as bb
@@ -58,25 +57,6 @@ def atomic_savez(path: str, **arrays) -> None:
   """np.savez to a temp file in the same dir, then rename: never a half-written file."""
   with atomic.atomic_open(path, 'wb') as f:
     np.savez(f, **arrays)
-
-
-def write_manifest(feat_dir: str, rec: dict) -> None:
-  """Writes `<dir>/extraction.json`, or checks that an existing one describes the same
-  backbone and clip length (a dir never mixes features of two extractions)."""
-  path = os.path.join(feat_dir, bb.MANIFEST)
-  if os.path.exists(path):
-    with open(path) as f:
-      old = json.load(f)
-    keys = ('backbone', 'fingerprint', 'feature_dim', 'clip_len')
-    diff = {k: (old.get(k), rec.get(k)) for k in keys if old.get(k) != rec.get(k)}
-    if diff:
-      raise ValueError(f'{feat_dir} holds features of another extraction ({path}): '
-                       + ', '.join(f'{k} {a!r} there vs {b!r} now' for k, (a, b)
-                                   in diff.items())
-                       + '; write to another --output or remove that dir')
-    return
-  os.makedirs(feat_dir, exist_ok=True)
-  atomic.write_json(path, rec)
 
 
 def _decode_worker(enc: bb.Encoders, vid: str, path: str, clip_len: float,
@@ -116,12 +96,19 @@ class _Pending:
 def extract_videos(videos: Sequence[Tuple[str, str]], output: str, enc: bb.Encoders,
                    clip_len: float, num_workers: int = 2, chunk: int = 16,
                    overwrite: bool = False, progress: bool = True,
-                   log: Callable[[str], None] = print) -> dict:
+                   log: Callable[[str], None] = print, write_records: bool = True) -> dict:
   """Writes `output/<backbone dir>/<vid>.npz` for every video; returns a summary dict
-  {'written', 'skipped', 'failed': [[path, reason], ...], 'clips', 'seconds'}."""
+  {'written', 'skipped', 'failed': [[path, reason], ...], 'failed_vids', 'clips',
+  'seconds'}. `write_records=False` (one shard of several): existing records are
+  checked, none written (the finalizing step writes them)."""
   dirs = {n: os.path.join(output, bb.FEATURE_DIRS[n]) for n in enc.names}
   for n in enc.names:
-    write_manifest(dirs[n], dict(enc.records[n], clip_len=float(clip_len)))
+    rec = dict(enc.records[n], clip_len=float(clip_len))
+    if write_records:
+      records.write_manifest(dirs[n], rec)
+    else:
+      records.check_manifest(dirs[n], rec)
+      os.makedirs(dirs[n], exist_ok=True)
 
   def out_path(n, vid):
     return os.path.join(dirs[n], f'{vid}.npz')
@@ -218,7 +205,9 @@ def extract_videos(videos: Sequence[Tuple[str, str]], output: str, enc: bb.Encod
     if bar is not None:
       bar.close()
   secs = time.time() - t0
+  by_path = {p: v for v, p in videos}
   summary = {'written': written, 'skipped': skipped, 'failed': failed,
+             'failed_vids': sorted(by_path[p] for p, _ in failed),
              'clips': dict(n_clips), 'seconds': round(secs, 2)}
   log(f'Wrote features of {written} videos to {output} in {secs:.1f} s '
       f'(clips: {dict(n_clips)})')
@@ -229,17 +218,31 @@ def extract_videos(videos: Sequence[Tuple[str, str]], output: str, enc: bb.Encod
   return summary
 
 
-def extract_queries(jsonl: str, output: str, enc: bb.Encoders, batch_size: int = 64,
-                    overwrite: bool = False, log: Callable[[str], None] = print) -> int:
-  """`output/clip_text_features/qid<qid>.npz` (key last_hidden_state) for every row of
-  `jsonl` (fields qid, query); returns the number written."""
+def read_queries(jsonl: str) -> list:
+  """Rows of a queries jsonl (fields qid, query), checked."""
   rows = read_jsonl(jsonl)
   for r in rows:
     if 'qid' not in r or not isinstance(r.get('query'), str):
       raise DataError(f'{jsonl}:{r["_line"]}: need fields "qid" and "query" (a string)')
+  return rows
+
+
+def text_record(enc: bb.Encoders) -> dict:
+  return dict(enc.records['clip'], feature_dim=enc.models['clip'].text_width,
+              output='last_hidden_state')
+
+
+def extract_queries(rows: Sequence[dict], output: str, enc: bb.Encoders,
+                    batch_size: int = 64, overwrite: bool = False,
+                    log: Callable[[str], None] = print, write_records: bool = True) -> int:
+  """`output/clip_text_features/qid<qid>.npz` (key last_hidden_state) for every row
+  (`read_queries`); returns the number written."""
   text_dir = os.path.join(output, bb.TEXT_DIR)
-  write_manifest(text_dir, dict(enc.records['clip'], feature_dim=enc.models['clip'].text_width,
-                                output='last_hidden_state'))
+  if write_records:
+    records.write_manifest(text_dir, text_record(enc))
+  else:
+    records.check_manifest(text_dir, text_record(enc))
+    os.makedirs(text_dir, exist_ok=True)
   todo = [r for r in rows if overwrite or not os.path.exists(
       os.path.join(text_dir, f'qid{r["qid"]}.npz'))]
   for s in range(0, len(todo), 1024):   # bounded memory, files appear as they are done

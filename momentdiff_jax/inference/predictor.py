@@ -23,6 +23,7 @@ the workdir's dataset was built with; a different backbone is refused by name):
     p.predict_video('video.mp4', 'a man opens the door')
     # {'video', 'query', 'duration', 'pred_relevant_windows', 'pred_saliency_scores'}
 """
+import warnings
 from typing import Optional, Sequence, Union
 
 import jax
@@ -35,6 +36,27 @@ from momentdiff_jax.inference import postprocess
 from momentdiff_jax.inference import sampling
 from momentdiff_jax.ops import diffusion
 from momentdiff_jax.run import workdir as workdir_lib
+
+
+def _warn_unchecked(video_rec, text_rec, enc) -> None:
+  """Says (a UserWarning, once per Predictor: `encoders()` is cached) which backbones
+  the workdir's dataset records no weights fingerprint for (features of the public
+  releases, named by their directory): the given weights cannot be checked."""
+  unchecked = [(f'{r["backbone"]} video', r['backbone'])
+               for r in video_rec if not r.get('fingerprint')]
+  if not text_rec.get('fingerprint'):
+    unchecked.append(('CLIP text', 'clip'))
+  if not unchecked:
+    return
+  given = sorted({str(enc.records[n].get('weights')) for _, n in unchecked})
+  warnings.warn(
+      'the workdir\'s dataset records no weights fingerprint for its '
+      + ', '.join(what for what, _ in unchecked) + ' features (the public feature '
+      f'releases record none), so the given weights ({", ".join(given)}) are used '
+      'unchecked: weights other than those that made the training features give wrong '
+      'moments without any error. The public features come from CLIP ViT-B/32 '
+      '(openai/clip-vit-base-patch32) and SlowFast SLOWFAST_8x8_R50.pkl of the SlowFast '
+      'model zoo (docs/features.md).', UserWarning, stacklevel=3)
 
 
 class Predictor:
@@ -218,6 +240,7 @@ class Predictor:
     if problems:
       raise ValueError('backbones differ from those of the workdir\'s dataset: '
                        + '; '.join(problems))
+    _warn_unchecked(video_rec, text_rec, enc)
     self._encoders = (enc, names)
     return self._encoders
 

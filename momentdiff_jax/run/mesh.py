@@ -36,6 +36,20 @@ def maybe_initialize_distributed(coordinator: str = '', num_processes: int = 0,
     jax.distributed.initialize()
 
 
+def barrier(name: str, timeout_s: float = 7 * 24 * 3600) -> None:
+  """Blocks until every process of a `jax.distributed` run reached `barrier(name)`.
+
+  The coordination service's barrier, not a device collective: processes may arrive
+  hours apart (gloo's CPU collectives give up after 30 s), and a process that dies
+  makes the others fail here instead of waiting. A single process returns at once.
+  """
+  if jax.process_count() == 1:
+    return
+  from jax._src import distributed  # pylint: disable=g-import-not-at-top
+  # No public API yet; orbax's multi-host barriers use this same client.
+  distributed.global_state.client.wait_at_barrier(name, int(timeout_s * 1000))
+
+
 def make_mesh(num_replicas: int = 1, devices=None) -> Mesh:
   """`devices` (default: every device, in process order) as (gcd(num_replicas,
   #devices), rest) over ('replica', 'data')."""
