@@ -8,7 +8,8 @@ Videos are decoded by a pool of threads (PyAV decodes outside the GIL); their cl
 pooled into fixed-size batches across videos and encoded data-parallel over the local
 devices. Every file is written to a temp name and renamed, so a killed run leaves only
 whole files, and a rerun skips the videos whose files all exist. A video that cannot
-be decoded is listed at the end and does not stop the others.
+be decoded is listed at the end and does not stop the others. Several processes each
+extract a share of the videos (`shards.py`).
 """
 import collections
 import concurrent.futures
