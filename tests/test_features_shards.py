@@ -18,14 +18,13 @@ pytest.importorskip('torch')
 pytest.importorskip('transformers')
 pytest.importorskip('av')
 
+from momentdiff_jax.cli import extract as extract_features  # pylint: disable=g-import-not-at-top
 from momentdiff_jax.features import shards  # pylint: disable=g-import-not-at-top
 from tests.test_features_extract import QUERIES, VIDEOS, make_clip_dir  # pylint: disable=g-import-not-at-top
 from tests.test_features_video import write_video  # pylint: disable=g-import-not-at-top
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, 'data_prep', 'extract_features.py')
-sys.path.insert(0, os.path.join(ROOT, 'data_prep'))
-import extract_features  # pylint: disable=g-import-not-at-top,wrong-import-position
 LAUNCH = os.path.join(ROOT, 'launch', 'local.sh')
 
 

@@ -3,8 +3,9 @@
 pytorchvideo builds the reference network; its random weights are saved in the three
 published layouts (pytorchvideo names; SlowFast-repository names under 'model_state';
 the model zoo's Caffe2 pickle of numpy blobs, written as Python 2 wrote it), loaded
-through `load_slowfast`, and the pooled 2-pathway features are compared. Widths are tiny and the clip small (8 Fast frames of 64x64) so it runs in
-seconds; the depths (3, 4, 6, 3), kernels and strides are R50's.
+through `load_slowfast`, and the pooled 2-pathway features are compared. Widths are
+tiny and the clip small (8 Fast frames of 64x64) so it runs in seconds; the depths
+(3, 4, 6, 3), kernels and strides are R50's.
 """
 import os
 import pickle

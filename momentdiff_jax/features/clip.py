@@ -3,7 +3,8 @@
 `load_clip(path)` reads what `CLIPModel.save_pretrained` writes (config.json plus
 model.safetensors or pytorch_model.bin; preprocessor_config.json when present) and,
 for query features only, the tokenizer files (`CLIPTokenizer.save_pretrained`'s, or
-OpenAI's `bpe_simple_vocab_16e6.txt.gz`): video features need no tokenizer. Sizes come from config.json, so any CLIP variant loads; the mapping is strict.
+OpenAI's `bpe_simple_vocab_16e6.txt.gz`): video features need no tokenizer. Sizes come
+from config.json, so any CLIP variant loads; the mapping is strict.
 The weights are never downloaded: CLIP ViT-B/32 as the public Moment-DETR / QVHighlights
 features used it is published on the Hugging Face hub as `openai/clip-vit-base-patch32`.
 """
