@@ -255,14 +255,25 @@ def extract_queries(rows: Sequence[dict], output: str, enc: bb.Encoders,
   return len(todo)
 
 
-def video_features(path: str, enc: bb.Encoders, clip_len: float) -> Dict[str, np.ndarray]:
-  """One video -> {backbone: (L, D) float32}, in memory (Predictor.predict_video)."""
+def video_features(path: str, enc: bb.Encoders, clip_len: float,
+                   progress: Optional[Callable[[float], None]] = None,
+                   duration: Optional[float] = None) -> Dict[str, np.ndarray]:
+  """One video -> {backbone: (L, D) float32}, in memory (Predictor.predict_video).
+
+  `progress(fraction)`: called after each encoded chunk with the share of `duration`
+  (seconds) whose clips are encoded so far (first backbone), then with 1.0.
+  """
   parts = {n: [] for n in enc.names}
   chunk = max(enc.batch(n) for n in enc.names)
   for i, arr in video.sample_clips(path, enc.samplers(path, clip_len), chunk):
     parts[enc.names[i]].append(enc.encode(enc.names[i], arr))
+    if progress is not None and duration:
+      done = sum(len(p) for p in parts[enc.names[0]]) * clip_len
+      progress(min(1.0, done / duration))
   for n, p in parts.items():
     if not p:
       raise video.VideoError(f'{path}: no {n} clip (video shorter than half a '
                              f'{clip_len} s clip, or no decodable frame)')
+  if progress is not None:
+    progress(1.0)
   return {n: np.concatenate(p) for n, p in parts.items()}

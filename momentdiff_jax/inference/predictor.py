@@ -22,9 +22,22 @@ the workdir's dataset was built with; a different backbone is refused by name):
     p = Predictor.from_workdir('workdirs/qvh_clip', clip_weights='clip-vit-base-patch32')
     p.predict_video('video.mp4', 'a man opens the door')
     # {'video', 'query', 'duration', 'pred_relevant_windows', 'pred_saliency_scores'}
+    p.predict_video('video.mp4', ['a man opens the door', 'a dog barks'])   # [dict, dict]
+
+Many queries on one video: the video is decoded and encoded once and the queries run
+as one batch through the compiled sampler. To keep a video's features for later
+queries (the demo page does):
+
+    feats = p.encode_video('video.mp4')          # VideoFeatures
+    p.predict_features(feats, ['a man opens the door', 'a dog barks'])
+
+Sampling randomness: every query takes the next key `fold_in(PRNGKey(seed), i)`, i
+counting the queries this Predictor has answered, and its spans are drawn with that key
+alone; so a list of queries gives what the same queries one call each would.
 """
+import dataclasses
 import warnings
-from typing import Optional, Sequence, Union
+from typing import Callable, List, Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
@@ -36,6 +49,31 @@ from momentdiff_jax.inference import postprocess
 from momentdiff_jax.inference import sampling
 from momentdiff_jax.ops import diffusion
 from momentdiff_jax.run import workdir as workdir_lib
+
+# Queries per sampler call; batches are padded to a power of two up to this, so at most
+# log2(MAX_BATCH) + 1 programs per video length bucket.
+MAX_BATCH = 64
+
+
+@dataclasses.dataclass
+class VideoFeatures:
+  """One video's clip features, extracted once to answer many queries.
+
+  `features`: per video source (L_i, D_i) float32, in the weights' order
+  (`Predictor.video_sources`); `duration` in seconds; `clip_len` seconds per clip.
+  """
+  features: List[np.ndarray]
+  duration: float
+  clip_len: float
+  path: Optional[str] = None
+
+  @property
+  def num_clips(self) -> int:
+    return min(len(f) for f in self.features)
+
+
+def _batch_size(n: int) -> int:
+  return 1 << max(0, (n - 1).bit_length())
 
 
 def _warn_unchecked(video_rec, text_rec, enc) -> None:
@@ -70,7 +108,7 @@ class Predictor:
     self.sampling_steps = int(sampling_steps or config.diffusion.sampling_steps)
     self._sample = jax.jit(sampling.make_sample_fn(self.model, config,
                                              diffusion.make_schedule(config.diffusion),
-                                             self.sampling_steps))
+                                             self.sampling_steps, row_keys=True))
     self._rng = jax.random.PRNGKey(seed)
     self._calls = 0
     self.weights = {'clip': clip_weights, 'slowfast': slowfast_weights}
@@ -141,57 +179,87 @@ class Predictor:
       video = append_tef(video)
     return video
 
-  def predict(self, video_features: Union[np.ndarray, Sequence[np.ndarray], dict],
-              query_features: np.ndarray, duration: float,
-              clip_len: Optional[float] = None) -> dict:
-    """Ranked windows and clip saliency for one video and one query.
-
-    Args:
-      video_features: (L, D) clip features of one type, a list of per-type
-        (L_i, D_i) arrays in `video_sources` order, or a dict {source name: array}
-        (L2-normalized each, cut to the shortest, concatenated in the weights' order
-        as the dataset builder does).
-      query_features: (Lt, Dt) token features (truncated to `data.max_q_l`).
-      duration: video length in seconds; windows are clipped to [0, duration] and
-        rounded to multiples of the clip length (`config.round_windows`).
-      clip_len: seconds per clip; default: the training data's, else duration / L.
-    Returns:
-      {'pred_relevant_windows': [[start_s, end_s, score], ...] best first,
-       'pred_saliency_scores': [one per clip]}.
-    """
-    video = self._video(video_features)
-    n = video.shape[0]
+  def _query(self, query_features) -> np.ndarray:
+    """(Lt, Dt) token features -> checked, cut to `max_q_l`, normalized as in training."""
     query = np.asarray(query_features, np.float32)
     if query.ndim != 2 or query.shape[0] == 0 or query.shape[1] != self.config.text_dim:
       raise ValueError(f'query_features must be (num_tokens > 0, {self.config.text_dim}), '
                        f'got {query.shape}')
     if not np.all(np.isfinite(query)):
       raise ValueError('query features contain NaN or Inf')
-    if duration <= 0:
-      raise ValueError(f'duration must be > 0, got {duration}')
     query = query[:self.config.data.max_q_l]
     if self.config.data.get('normalize_text', True):
       query = l2_normalize(query)
+    return query
+
+  def _next_keys(self, n: int) -> jax.Array:
+    """(n,) sampling keys: the next n of fold_in(PRNGKey(seed), 0, 1, 2, ...)."""
+    keys = jnp.stack([jax.random.fold_in(self._rng, self._calls + i) for i in range(n)])
+    self._calls += n
+    return keys
+
+  def _sample_rows(self, video: np.ndarray, queries: List[np.ndarray], keys) -> dict:
+    """One video (n, Dv) with TEF, B queries (Lt_i, Dt), keys (B,) -> sampler outputs
+    for the B rows (numpy), in one call padded to a power-of-two batch."""
+    n, b = video.shape[0], len(queries)
+    bp = _batch_size(b)
     lv, lt = self.padded_length(n), self.config.data.max_q_l
-    vf = np.zeros((1, lv, video.shape[1]), np.float32)
-    vf[0, :n] = video
-    vm = np.zeros((1, lv), np.float32)
-    vm[0, :n] = 1
-    qf = np.zeros((1, lt, query.shape[1]), np.float32)
-    qf[0, :len(query)] = query
-    qm = np.zeros((1, lt), np.float32)
-    qm[0, :len(query)] = 1
-    rng = jax.random.fold_in(self._rng, self._calls)
-    self._calls += 1
+    vf = np.zeros((bp, lv, video.shape[1]), np.float32)
+    vf[:, :n] = video
+    vm = np.zeros((bp, lv), np.float32)
+    vm[:, :n] = 1
+    qf = np.zeros((bp, lt, queries[0].shape[1]), np.float32)
+    qm = np.zeros((bp, lt), np.float32)
+    for i in range(bp):        # padding rows repeat the first query (outputs dropped)
+      q = queries[i if i < b else 0]
+      qf[i, :len(q)] = q
+      qm[i, :len(q)] = 1
+    keys = jnp.concatenate([keys, jnp.repeat(keys[:1], bp - b, axis=0)])
     out = jax.device_get(self._sample(self.params, jnp.asarray(vf), jnp.asarray(vm),
-                                      jnp.asarray(qf), jnp.asarray(qm), rng))
+                                      jnp.asarray(qf), jnp.asarray(qm), keys))
+    return {k: np.asarray(v)[:b] for k, v in out.items()}
+
+  def predict(self, video_features: Union[np.ndarray, Sequence[np.ndarray], dict],
+              query_features, duration: float,
+              clip_len: Optional[float] = None) -> Union[dict, List[dict]]:
+    """Ranked windows and clip saliency for one video and one query (or a list).
+
+    Args:
+      video_features: (L, D) clip features of one type, a list of per-type
+        (L_i, D_i) arrays in `video_sources` order, or a dict {source name: array}
+        (L2-normalized each, cut to the shortest, concatenated in the weights' order
+        as the dataset builder does).
+      query_features: (Lt, Dt) token features (truncated to `data.max_q_l`), or a
+        list of such arrays: the queries then run as one batch.
+      duration: video length in seconds; windows are clipped to [0, duration] and
+        rounded to multiples of the clip length (`config.round_windows`).
+      clip_len: seconds per clip; default: the training data's, else duration / L.
+    Returns:
+      {'pred_relevant_windows': [[start_s, end_s, score], ...] best first,
+       'pred_saliency_scores': [one per clip]}; a list of them for a list of queries.
+    """
+    video = self._video(video_features)
+    many = isinstance(query_features, (list, tuple))
+    queries = [self._query(q) for q in (query_features if many else [query_features])]
+    if not queries:
+      raise ValueError('query_features is an empty list')
+    if duration <= 0:
+      raise ValueError(f'duration must be > 0, got {duration}')
+    n = video.shape[0]
     clip_len = clip_len or self.config.data.get('clip_len') or duration / n
-    wins = postprocess.windows_from_spans(
-        out['spans'], out['scores'], np.asarray([n * clip_len]), np.asarray([duration]),
-        self.config.max_pred_windows, self.config.nms_threshold,
-        postprocess.round_unit(self.config, clip_len))[0]
-    return {'pred_relevant_windows': wins,
-            'pred_saliency_scores': np.asarray(out['saliency'][0, :n]).round(4).tolist()}
+    keys = self._next_keys(len(queries))
+    results = []
+    for s in range(0, len(queries), MAX_BATCH):
+      out = self._sample_rows(video, queries[s:s + MAX_BATCH], keys[s:s + MAX_BATCH])
+      b = len(out['spans'])
+      wins = postprocess.windows_from_spans(
+          out['spans'], out['scores'], np.full(b, n * clip_len), np.full(b, duration),
+          self.config.max_pred_windows, self.config.nms_threshold,
+          postprocess.round_unit(self.config, clip_len))
+      results += [{'pred_relevant_windows': w,
+                   'pred_saliency_scores': out['saliency'][i, :n].round(4).tolist()}
+                  for i, w in enumerate(wins)]
+    return results if many else results[0]
 
   def encoders(self):
     """The workdir's backbones (loaded once), after checking them against the records
@@ -244,25 +312,67 @@ class Predictor:
     self._encoders = (enc, names)
     return self._encoders
 
-  def predict_video(self, path: str, query: str) -> dict:
-    """Moment retrieval from a video file and a sentence.
+  def encode_video(self, path: str,
+                   progress: Optional[Callable[[float], None]] = None) -> VideoFeatures:
+    """Decodes `path` once and extracts its clip features with the workdir's backbones.
 
-    Returns {'video', 'query', 'duration', 'pred_relevant_windows': [[start_s, end_s,
-    score], ...] best first, 'pred_saliency_scores': [one per clip]}.
+    `progress(fraction)` is called as clips are encoded (fraction of the duration).
+    Raises VideoError (a ValueError) for an unreadable file or one without frames.
     """
     from momentdiff_jax.features import extract
     from momentdiff_jax.features import video as video_lib
-    if not isinstance(query, str) or not query.strip():
-      raise ValueError(f'query must be a non-empty string, got {query!r}')
     clip_len = self.config.data.get('clip_len')
     if not clip_len:
       raise ValueError('the workdir\'s dataset has no fixed clip length (pooled features): '
                        'predict_video needs one')
     enc, names = self.encoders()
     info = video_lib.probe(path)
-    feats = extract.video_features(path, enc, clip_len)
-    text = enc.encode_queries([query], batch_size=1)[0]
+    feats = extract.video_features(path, enc, clip_len, progress=progress,
+                                   duration=info.duration)
     n = min(len(feats[k]) for k in names)
     duration = info.duration if info.duration and info.duration > 0 else n * clip_len
-    out = self.predict([feats[k] for k in names], text, duration, clip_len)
-    return {'video': path, 'query': query, 'duration': round(float(duration), 4), **out}
+    return VideoFeatures([feats[k] for k in names], float(duration), float(clip_len), path)
+
+  def encode_queries(self, texts: Sequence[str]) -> List[np.ndarray]:
+    """Sentences -> CLIP text token features (Lt_i, Dt), each encoded alone (a query's
+    features do not depend on the others)."""
+    for q in texts:
+      if not isinstance(q, str) or not q.strip():
+        raise ValueError(f'a query must be a non-empty string, got {q!r}')
+    enc, _ = self.encoders()
+    return [enc.encode_queries([q], batch_size=1)[0] for q in texts]
+
+  def predict_features(self, video: VideoFeatures,
+                       query: Union[str, Sequence[str]]) -> Union[dict, List[dict]]:
+    """Moment retrieval for one sentence (or a list, one batch) on encoded features.
+
+    Returns {'video', 'query', 'duration', 'pred_relevant_windows': [[start_s, end_s,
+    score], ...] best first, 'pred_saliency_scores': [one per clip]}; for a list of
+    sentences, a list of such dicts in the same order.
+    """
+    many = not isinstance(query, str)
+    texts = list(query) if many else [query]
+    if not texts:
+      raise ValueError('no query given (an empty list)')
+    outs = self.predict(video.features, self.encode_queries(texts), video.duration,
+                        video.clip_len)
+    res = [{'video': video.path, 'query': q, 'duration': round(float(video.duration), 4),
+            **o} for q, o in zip(texts, outs)]
+    return res if many else res[0]
+
+  def predict_video(self, path: str,
+                    query: Union[str, Sequence[str]]) -> Union[dict, List[dict]]:
+    """Moment retrieval from a video file and a sentence, or a list of sentences (the
+    video is decoded and encoded once; the queries run as one batch).
+
+    Returns {'video', 'query', 'duration', 'pred_relevant_windows': [[start_s, end_s,
+    score], ...] best first, 'pred_saliency_scores': [one per clip]}, or a list of
+    such dicts in the order of the queries.
+    """
+    texts = [query] if isinstance(query, str) else list(query)
+    for q in texts:     # refused before the video is decoded
+      if not isinstance(q, str) or not q.strip():
+        raise ValueError(f'query must be a non-empty string, got {q!r}')
+    if not texts:
+      raise ValueError('no query given (an empty list)')
+    return self.predict_features(self.encode_video(path), query)

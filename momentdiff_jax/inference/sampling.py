@@ -28,8 +28,12 @@ def make_replica_sample_fn(model: MomentDiff, config, schedule: diffusion.Schedu
 
 
 def make_sample_fn(model: MomentDiff, config, schedule: diffusion.Schedule,
-                   steps: int, return_trajectory: bool = False) -> Callable:
+                   steps: int, return_trajectory: bool = False,
+                   row_keys: bool = False) -> Callable:
   """`sample(params, video_feat, video_mask, query_feat, query_mask, rng) -> dict`.
+
+  `row_keys`: `rng` is (B,) keys, one per row (`diffusion.ddim_sample`): a row's
+  result is then that of a batch of one sampled with its key (Predictor).
 
   The condition and the decoder's condition-only projections are computed once;
   the DDIM loop (one `lax.scan`) then only runs the N_r query rows per step.
@@ -49,7 +53,7 @@ def make_sample_fn(model: MomentDiff, config, schedule: diffusion.Schedule,
 
     shape = (video_feat.shape[0], dcfg.num_spans, 2)
     res = diffusion.ddim_sample(denoise_fn, rng, shape, schedule, steps, dcfg.eta, dcfg.scale,
-                                return_trajectory=return_trajectory)
+                                return_trajectory=return_trajectory, row_keys=row_keys)
     out = {
         'spans': res[0],
         'scores': jax.nn.softmax(res[1].astype(jnp.float32), axis=-1)[..., 0],

@@ -204,8 +204,14 @@ def ddim_step(schedule: Schedule, x_t, x0_signal, t, t_next, eta: float, noise):
 DenoiseFn = Callable[[jnp.ndarray, jnp.ndarray], Tuple[jnp.ndarray, jnp.ndarray]]
 
 
+def _row_normal(keys, shape, dtype=jnp.float32):
+  """(B,) keys -> (B, *shape[1:]) normals, row b drawn from keys[b] alone."""
+  return jax.vmap(lambda k: jax.random.normal(k, shape[1:], dtype))(keys)
+
+
 def ddim_sample(denoise_fn: DenoiseFn, rng, shape, schedule: Schedule, steps: int,
-                eta: float, scale: float, return_trajectory: bool = False):
+                eta: float, scale: float, return_trajectory: bool = False,
+                row_keys: bool = False):
   """DDIM sampler from N(0, I), one `lax.scan` over the `steps` (static) updates.
 
   Args:
@@ -220,21 +226,35 @@ def ddim_sample(denoise_fn: DenoiseFn, rng, shape, schedule: Schedule, steps: in
     eta: DDIM eta (1.0 = release default, stochastic).
     scale: signal scale lambda.
     return_trajectory: also return the predicted x_0 spans of every step.
+    row_keys: `rng` holds one key per row, (B,) keys: row b's noise is drawn from
+      rng[b] exactly as a batch of one with that key draws it (split as above,
+      shapes (1, N, 2)), so a row's result does not depend on its batchmates.
   Returns:
     (spans `(B, N, 2)`, logits `(B, N, 2)`) of the last step, plus the trajectory
     `(steps, B, N, 2)` (predicted x_0 spans in [0, 1] per step) when requested.
   """
   b = shape[0]
   times = jnp.asarray(ddim_times(schedule.num_timesteps, steps))
-  init_rng, loop_rng = jax.random.split(rng)
-  x_init = jax.random.normal(init_rng, shape, jnp.float32)
+  if row_keys:
+    # Threefry draws the same numbers for shape (N, 2) as for (1, N, 2): row b equals
+    # the unbatched sampler run with rng[b].
+    pairs = jax.vmap(jax.random.split)(rng)                      # (B, 2) keys
+    x_init = _row_normal(pairs[:, 0], shape)
+    loop_keys = jnp.swapaxes(jax.vmap(lambda k: jax.random.split(k, steps))(pairs[:, 1]),
+                             0, 1)                                # (steps, B) keys
+    noise_fn = lambda key, dtype: _row_normal(key, shape, dtype)  # pylint: disable=unnecessary-lambda-assignment
+  else:
+    init_rng, loop_rng = jax.random.split(rng)
+    x_init = jax.random.normal(init_rng, shape, jnp.float32)
+    loop_keys = jax.random.split(loop_rng, steps)
+    noise_fn = lambda key, dtype: jax.random.normal(key, shape, dtype)  # pylint: disable=unnecessary-lambda-assignment
 
   def step(carry, xs):
     x_t, _, _ = carry
     (t, t_next), key = xs
     logits, spans = denoise_fn(signal_to_spans(x_t, scale), jnp.full((b,), t, jnp.int32))
     x0 = jnp.clip(spans_to_signal(spans, scale), -scale, scale)
-    noise = jax.random.normal(key, shape, x_t.dtype)
+    noise = noise_fn(key, x_t.dtype)
     x_next, _ = ddim_step(schedule, x_t, x0, t, t_next, eta, noise)
     return (x_next, logits, spans), (spans if return_trajectory else None)
 
@@ -242,7 +262,7 @@ def ddim_sample(denoise_fn: DenoiseFn, rng, shape, schedule: Schedule, steps: in
   # an abstract evaluation so the scan carry type is stable.
   out_struct = jax.eval_shape(denoise_fn, x_init, jnp.zeros((b,), jnp.int32))
   init = (x_init,) + tuple(jnp.zeros(o.shape, o.dtype) for o in out_struct)
-  xs = ((times[:, 0], times[:, 1]), jax.random.split(loop_rng, steps))
+  xs = ((times[:, 0], times[:, 1]), loop_keys)
   (_, logits, spans), traj = jax.lax.scan(step, init, xs)
   if return_trajectory:
     return spans, logits, traj
