@@ -5,6 +5,8 @@ setup(
     version='0.1.0',
     description='MomentDiff (diffusion-based video moment retrieval) in JAX/Flax',
     packages=find_packages(include=['momentdiff_jax', 'momentdiff_jax.*']),
+    # The demo page's HTML, JS and CSS.
+    package_data={'momentdiff_jax.demo': ['static/*']},
     python_requires='>=3.10',
     # Each command's `main(argv=None) -> int`; `python main.py`, `python evaluate.py`,
     # `python predict.py` and `python data_prep/*.py` call the same functions.
@@ -19,6 +21,7 @@ setup(
             'momentdiff-antibias = momentdiff_jax.cli.antibias:main',
             'momentdiff-restore-qids = momentdiff_jax.cli.restore_qids:main',
             'momentdiff-summary = momentdiff_jax.summary:main',
+            'momentdiff-demo = momentdiff_jax.cli.demo:main',
         ],
     },
     install_requires=[
@@ -43,7 +46,12 @@ setup(
         # references of the parity tests (a plain lower bound; CPU-only machines install
         # torch's CPU wheel first, see README; .ci/run pins it exactly).
         'test': ['pytest>=8.0', 'pytest-xdist>=3.5', 'safetensors>=0.4', 'regex>=2023.0',
-                 'ftfy>=6.0', 'torch>=2.1', 'transformers>=4.40', 'pytorchvideo>=0.1.5'],
+                 'ftfy>=6.0', 'torch>=2.1', 'transformers>=4.40', 'pytorchvideo>=0.1.5',
+                 # The demo page and its browser test (Chromium from the system: .ci/run).
+                 'fastapi>=0.110', 'uvicorn>=0.29', 'python-multipart>=0.0.9', 'pillow>=10.0',
+                 'playwright>=1.40'],
+        # The demo page (demo.py, momentdiff-demo): web server, uploads, thumbnails.
+        'demo': ['fastapi>=0.110', 'uvicorn>=0.29', 'python-multipart>=0.0.9', 'pillow>=10.0'],
         # Backbones for feature extraction: safetensors weights, CLIP's tokenizer.
         'features': ['safetensors>=0.4', 'regex>=2023.0', 'ftfy>=6.0'],
         'cuda12': ['jax[cuda12]>=0.6.0'],

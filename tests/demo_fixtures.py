@@ -45,6 +45,7 @@ def tiny_config(video_dim: int, text_dim: int, clip_len: float):
   """configs/synthetic.py shrunk: one layer per stack, 3 spans, 2 DDIM steps."""
   from configs import synthetic  # pylint: disable=g-import-not-at-top
   c = synthetic.get_config()
+  c.data.name = 'tiny'         # not the synthetic data: features from real backbones
   c.model.hidden_dim, c.model.num_heads, c.model.ffn_dim = 32, 4, 64
   c.model.t2v_layers = c.model.enc_layers = c.model.dec_layers = c.model.n_input_proj = 1
   c.diffusion.num_spans = c.data.max_windows = 3

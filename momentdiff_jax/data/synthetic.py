@@ -15,6 +15,8 @@ length (2 clips .. 25% of the video) and uniform location, and 20% of queries ha
 so no single fixed window scores well (`baselines.py`).
 """
 import os
+import re
+from typing import Optional
 
 import numpy as np
 
@@ -93,17 +95,60 @@ def generate_examples(num: int, split_seed: int, p: dict, world: dict):
            'duration': duration, 'time_scale': float(n), 'row': row}
 
 
+def make_world(p: dict) -> dict:
+  """The generator's fixed tables: concept vectors (K, Dv), concept words (K, 2, Dt)
+  (two synonyms each) and filler words (F, Dt)."""
+  wrng = np.random.default_rng([p['seed'], 0])
+  return {
+      'concepts': _unit(wrng.normal(size=(p['num_concepts'], p['video_dim']))),
+      'words': wrng.normal(size=(p['num_concepts'], 2, p['text_dim'])),
+      'fillers': wrng.normal(size=(p['num_fillers'], p['text_dim'])),
+  }
+
+
+def vocabulary(p: dict) -> str:
+  """The words `encode_text` knows, for messages and the demo page."""
+  return (f'concept0 .. concept{p["num_concepts"] - 1} (synonyms conceptK/0 and '
+          f'conceptK/1), fillers w0 .. w{p["num_fillers"] - 1}')
+
+
+def encode_text(text: str, p: dict, world: Optional[dict] = None) -> np.ndarray:
+  """A sentence of the synthetic vocabulary -> (num_words, Dt) token features, the
+  generator's embedding of each word without its noise: `conceptK` (= `conceptK/0`),
+  `conceptK/S`, `wJ`. The synthetic data's "text encoder", so a person can type queries.
+
+  Raises ValueError naming an unknown word and the vocabulary.
+  """
+  world = world or make_world(p)
+  rows = []
+  for word in text.split():
+    m = re.fullmatch(r'concept(\d+)(?:/([01]))?|w(\d+)', word.strip().lower())
+    if m and m[1] is not None and int(m[1]) < p['num_concepts']:
+      rows.append(world['words'][int(m[1]), int(m[2] or 0)])
+    elif m and m[3] is not None and int(m[3]) < p['num_fillers']:
+      rows.append(world['fillers'][int(m[3])])
+    else:
+      raise ValueError(f'{word!r} is not a word of the synthetic data; it knows '
+                       f'{vocabulary(p)}')
+  if not rows:
+    raise ValueError(f'empty query; the synthetic data knows {vocabulary(p)}')
+  return np.asarray(rows, np.float32)
+
+
+def concept_labels(video: np.ndarray, p: dict, world: Optional[dict] = None) -> np.ndarray:
+  """(L, Dv) synthetic clip features -> (L,) the concept each clip shows (the nearest
+  concept vector; the noise keeps the true one nearest, cosine ~0.9 vs ~0)."""
+  world = world or make_world(p)
+  return np.argmax(np.asarray(video, np.float32) @ world['concepts'].T.astype(np.float32),
+                   axis=-1)
+
+
 def write_synthetic(output_dir: str, feature_dtype: str = 'float32', **overrides) -> str:
   """Generates the dataset into `output_dir` (atomic), features stored as
   `feature_dtype`; returns it."""
   from momentdiff_jax.data import store
   p = dict(DEFAULTS, **overrides)
-  wrng = np.random.default_rng([p['seed'], 0])
-  world = {
-      'concepts': _unit(wrng.normal(size=(p['num_concepts'], p['video_dim']))),
-      'words': wrng.normal(size=(p['num_concepts'], 2, p['text_dim'])),
-      'fillers': wrng.normal(size=(p['num_fillers'], p['text_dim'])),
-  }
+  world = make_world(p)
   writer = store.DatasetWriter(output_dir, feature_dtype=feature_dtype)
   with writer:
     for split_seed, (split, num) in enumerate(

@@ -261,6 +261,25 @@ class Predictor:
                   for i, w in enumerate(wins)]
     return results if many else results[0]
 
+  def warm_up(self, num_clips: Optional[int] = None, batch: int = 1,
+              backbones: bool = False) -> None:
+    """Compiles the sampler for videos of `num_clips` (default: the smallest bucket)
+    and `batch` queries, and with `backbones` the feature extractors and the text
+    tower, on zeros; takes no sampling key (later answers are unchanged)."""
+    lv = self.padded_length(num_clips or 1)
+    bp, lt = _batch_size(batch), self.config.data.max_q_l
+    zeros = lambda *shape: jnp.zeros(shape, jnp.float32)  # pylint: disable=unnecessary-lambda-assignment
+    self._sample(self.params, zeros(bp, lv, self.config.video_dim), zeros(bp, lv),
+                 zeros(bp, lt, self.config.text_dim), zeros(bp, lt),
+                 jnp.stack([self._rng] * bp))['spans'].block_until_ready()
+    if backbones:
+      enc, names = self.encoders()
+      for n in names:
+        m, size = enc.models[n], enc.sizes[n]
+        frames = (size, size, 3) if n == 'clip' else (int(m.num_frames), size, size, 3)
+        enc.encode(n, np.zeros((1,) + frames, np.uint8))
+      self.encode_queries(['warm up'])
+
   def encoders(self):
     """The workdir's backbones (loaded once), after checking them against the records
     of the features it was trained on; a mismatch raises ValueError naming both."""
