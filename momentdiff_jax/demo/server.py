@@ -47,7 +47,7 @@ def create_app(service):
   api = FastAPI(title='momentdiff-jax demo', docs_url=None, redoc_url=None)
   api.mount('/static', StaticFiles(directory=STATIC), name='static')
 
-  @api.exception_handler(InputError)
+  @api.exception_handler(ValueError)      # InputError, VideoError, the Predictor's checks
   def bad_input(request, exc):  # pylint: disable=unused-argument
     return JSONResponse({'detail': str(exc)}, status_code=400)
 

@@ -56,6 +56,9 @@ class Entry:
                                           'duration', 'clip_len', 'labels', 'extract_s')}
     out.update(progress=round(self.progress, 3), num_clips=self.num_clips,
                has_media=self.media is not None, queries=list(self.answers))
+    if self.labels:
+      out['label_colors'] = {str(k): '#%02x%02x%02x' % media.concept_color(k)
+                             for k in set(self.labels)}
     if self.row:
       out['annotation'] = {'query': self.row['query'], 'windows': self.row['relevant_windows']}
     return out

@@ -16,11 +16,6 @@ async function api(path, options) {
   return body;
 }
 
-function concept_color(k) {   // as media.concept_color (golden-ratio hues)
-  const h = (k * 0.618034) % 1;
-  return `hsl(${Math.round(h * 360)}, 55%, 62%)`;
-}
-
 async function init() {
   try {
     const info = state.info = await api('api/info');
@@ -121,7 +116,7 @@ function drawLabels(st) {
   while (i < st.labels.length) {
     let j = i; while (j < st.labels.length && st.labels[j] === st.labels[i]) j++;
     const d = span('seg', i * st.clip_len, Math.min(j * st.clip_len, st.duration), st.duration, `concept${st.labels[i]}`);
-    d.style.background = concept_color(st.labels[i]); d.textContent = `c${st.labels[i]}`;
+    d.style.background = st.label_colors[st.labels[i]]; d.textContent = `c${st.labels[i]}`;
     t.appendChild(d); i = j;
   }
 }
@@ -179,7 +174,7 @@ function showAnswer(ans) {
   }
   $('resultQuery').textContent = `for "${ans.query}"`;
   $('results').hidden = false;
-  setStatus(`${ans.moments.length} moment${ans.moments.length === 1 ? '' : 's'} · query features from ${ans.text_source} · ` +
+  setStatus(`${ans.moments.length} moment${ans.moments.length === 1 ? '' : 's'} · query features: ${ans.text_source} · ` +
     (ans.cached ? 'answer reused' : `answered in ${ans.seconds} s`) +
     (ans.extract_s != null ? ` · video features extracted once (${ans.extract_s} s) and reused` : ' · video features reused'));
 }
