@@ -1,11 +1,11 @@
-r"""The demo page: a local web page to try a trained workdir on videos and queries.
+"""The demo page: `python demo.py --workdir=DIR [--port=N]`, then open the printed address.
 
-  python demo.py --workdir=DIR [--port=7860] [--clip_weights=PATH --slowfast_weights=PATH]
-
-The same as the console script `momentdiff-demo` (momentdiff_jax/demo/server.py);
-docs/demo.md says what the page does.
+The command is `momentdiff_jax/cli/demo.py` (also the console script `momentdiff-demo`);
+`python demo.py --help` lists its flags; docs/demo.md describes the page.
 """
-from momentdiff_jax.demo.server import run
+import sys
+
+from momentdiff_jax.cli.demo import main
 
 if __name__ == '__main__':
-  run()
+  sys.exit(main())

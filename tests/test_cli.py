@@ -24,6 +24,7 @@ SCRIPTS = {
     'main.py': 'momentdiff-train',
     'evaluate.py': 'momentdiff-evaluate',
     'predict.py': 'momentdiff-predict',
+    'demo.py': 'momentdiff-demo',
     'data_prep/build_dataset.py': 'momentdiff-build',
     'data_prep/extract_features.py': 'momentdiff-extract',
     'data_prep/convert_torch_checkpoint.py': 'momentdiff-convert',

@@ -22,7 +22,7 @@ pytest.importorskip('torch')
 pytest.importorskip('transformers')
 pytest.importorskip('av')
 pytest.importorskip('fastapi')
-pytest.importorskip('multipart')
+pytest.importorskip('python_multipart')
 pytest.importorskip('uvicorn')
 sync_api = pytest.importorskip('playwright.sync_api')
 

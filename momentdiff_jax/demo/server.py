@@ -1,11 +1,7 @@
-r"""The demo page: a local web server over one trained workdir.
+"""The demo page's web server: FastAPI routes over a `service.DemoService`.
 
-  python demo.py --workdir=DIR [--port=7860] [--clip_weights=PATH --slowfast_weights=PATH]
-      [--videos=DIR] [--cache_dir=DIR]
-  momentdiff-demo ...            (the same, installed as a console script)
-
-Serves http://127.0.0.1:PORT/ (loopback only). FastAPI + one static page (docs/demo.md
-says why not Gradio). The JSON API the page uses:
+The command is `momentdiff_jax/cli/demo.py` (`python demo.py`, `momentdiff-demo`).
+Serves one static page (docs/demo.md says why not Gradio) and the JSON API it uses:
   GET  /api/info                      the workdir: what it can read, synthetic examples
   POST /api/videos                    upload: a video file, or feature files (+ duration)
   POST /api/pick                      {source: 'library'|'synthetic', name}
@@ -16,25 +12,10 @@ says why not Gradio). The JSON API the page uses:
 Bad input answers 400 with {"detail": message}; the page shows the message.
 """
 import os
-import sys
 import tempfile
-from typing import List, Optional
-
-from absl import app as absl_app
-from absl import flags
+from typing import Callable, List, Optional
 
 STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'static')
-
-FLAGS = flags.FLAGS
-flags.DEFINE_string('workdir', None, 'Trained (or converted) run directory.')
-flags.DEFINE_integer('port', 7860, 'Port on 127.0.0.1 (0: any free port, printed).')
-flags.DEFINE_string('clip_weights', None,
-                    'Hugging Face CLIP directory (CLIPModel.save_pretrained).')
-flags.DEFINE_string('slowfast_weights', None, 'SlowFast 8x8 R50 checkpoint file.')
-flags.DEFINE_string('videos', None, 'A folder of videos the page offers to pick from.')
-flags.DEFINE_string('cache_dir', None, 'Uploads and rendered media (default: a temp dir).')
-flags.DEFINE_enum('checkpoint', 'best', ['best', 'latest'], 'Which checkpoint to use.')
-flags.DEFINE_integer('sampling_steps', None, 'DDIM steps (default: the config\'s).')
 
 
 def create_app(service):
@@ -125,7 +106,7 @@ def create_app(service):
 
 def build_service(workdir: str, clip_weights=None, slowfast_weights=None, videos=None,
                   cache_dir=None, checkpoint='best', sampling_steps=None):
-  from momentdiff_jax import Predictor  # pylint: disable=g-import-not-at-top
+  from momentdiff_jax.inference.predictor import Predictor  # pylint: disable=g-import-not-at-top
   from momentdiff_jax.demo.service import DemoService  # pylint: disable=g-import-not-at-top
   p = Predictor.from_workdir(workdir, checkpoint, sampling_steps, clip_weights=clip_weights,
                              slowfast_weights=slowfast_weights)
@@ -137,53 +118,20 @@ def build_service(workdir: str, clip_weights=None, slowfast_weights=None, videos
   return DemoService(p, cache_dir, videos, synthetic)
 
 
-def main(argv) -> int:
-  del argv
-  if not FLAGS.workdir:
-    print('demo: error: --workdir=DIR is required (a trained run, e.g. workdirs/synthetic)',
-          file=sys.stderr)
-    return 1
-  from momentdiff_jax import compile_cache, console  # pylint: disable=g-import-not-at-top
-  console.quiet_libraries(console.verbosity_given(FLAGS))
-  compile_cache.enable(None)
-  try:
-    import fastapi  # pylint: disable=g-import-not-at-top,unused-import
-    import uvicorn  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
-    print(f'demo: error: {e.name} is missing: pip install -e \'.[demo]\'', file=sys.stderr)
-    return 1
-  if FLAGS.videos and not os.path.isdir(FLAGS.videos):
-    print(f'demo: error: --videos is not a folder: {FLAGS.videos}', file=sys.stderr)
-    return 1
-  try:
-    service = build_service(FLAGS.workdir, FLAGS.clip_weights, FLAGS.slowfast_weights,
-                            FLAGS.videos, FLAGS.cache_dir, FLAGS.checkpoint,
-                            FLAGS.sampling_steps)
-  except (ValueError, FileNotFoundError) as e:
-    print(f'demo: error: {e}', file=sys.stderr)
-    return 1
-  config = uvicorn.Config(create_app(service), host='127.0.0.1', port=FLAGS.port,
-                          log_level='warning')
-  server = uvicorn.Server(config)
-  _announce(server)
-  server.run()
-  return 0
-
-
-def _announce(server) -> None:
-  """Prints the page's address once the socket is bound (the port may be 0: any)."""
+def serve(service, port: int, on_ready: Callable[[str], None] = print) -> None:
+  """Serves the app on 127.0.0.1:`port` (0: any free port) until interrupted;
+  `on_ready(url)` once the socket is bound."""
+  import uvicorn  # pylint: disable=g-import-not-at-top
+  server = uvicorn.Server(uvicorn.Config(create_app(service), host='127.0.0.1', port=port,
+                                         log_level='warning'))
   startup = server.startup
 
-  async def startup_and_print(sockets=None):
+  async def startup_and_announce(sockets=None):
     await startup(sockets=sockets)
     for s in server.servers:
       for sock in s.sockets:
-        host, port = sock.getsockname()[:2]
-        print(f'demo: serving http://{host}:{port}/  (Ctrl-C stops)', flush=True)
+        host, bound = sock.getsockname()[:2]
+        on_ready(f'http://{host}:{bound}/')
 
-  server.startup = startup_and_print
-
-
-def run() -> None:
-  """Console script `momentdiff-demo`."""
-  absl_app.run(lambda argv: sys.exit(main(argv)))
+  server.startup = startup_and_announce
+  server.run()
