@@ -123,6 +123,8 @@ def test_demo_page_in_browser(world, tmp_path):
                                    args=['--no-sandbox', '--autoplay-policy='
                                          'no-user-gesture-required'])
       page = browser.new_page(viewport={'width': 1100, 'height': 1000})
+      js_errors = []
+      page.on('pageerror', lambda e: js_errors.append(str(e)))
       page.goto(url)
       page.wait_for_function('document.getElementById("model").textContent.includes("DDIM")')
 
@@ -188,6 +190,7 @@ def test_demo_page_in_browser(world, tmp_path):
       page.wait_for_function('document.getElementById("status").textContent.includes('
                              '"answer reused")', timeout=30000)
       np.testing.assert_allclose(np.asarray(moments_on_page(page)), want, atol=1e-4)
+      assert not js_errors, js_errors
       browser.close()
     assert server.proc.poll() is None
   finally:
