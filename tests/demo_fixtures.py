@@ -93,3 +93,13 @@ def clip_workdir(root) -> dict:
       'text': dict(image, feature_dim=16, output='last_hidden_state')}
   wd = write_workdir(os.path.join(str(root), 'wd'), config)
   return {'workdir': wd, 'clip': clip_dir, 'clip_len': CLIP_LEN}
+
+
+def first_of_each(windows):
+  """Windows equal to a better one dropped (the page shows each window once)."""
+  seen, out = set(), []
+  for s, t, score in windows:
+    if (s, t) not in seen:
+      seen.add((s, t))
+      out.append([s, t, score])
+  return out

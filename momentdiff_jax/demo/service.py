@@ -122,6 +122,8 @@ class DemoService:
     with self.lock:
       try:
         self.p.warm_up(backbones=self.video_reason is None)
+        for b in sorted(self.p.config.data.length_buckets)[1:]:
+          self.p.warm_up(int(b))
       except Exception:  # pylint: disable=broad-except
         pass       # a real failure shows again, with its message, on the first request
 
@@ -278,15 +280,31 @@ class DemoService:
       e.answers[key] = dict(pred, text_source=source)
     pred = e.answers[key]
     moments = []
-    for r, (s, t, score) in enumerate(pred['pred_relevant_windows'][:max(1, int(top_k))]):
+    for r, (s, t, score, count) in enumerate(distinct(pred['pred_relevant_windows'])
+                                             [:max(1, int(top_k))]):
       clip = min(e.num_clips - 1, int((s + t) / 2 / e.clip_len))
       moments.append({'rank': r + 1, 'start': s, 'end': t, 'score': score,
+                      'proposals': count,
                       'thumb': f'api/videos/{vid}/thumb/{clip}.jpg' if e.thumbs else None})
     return {'video': vid, 'query': text if query_file is None else query_file[0],
             'text_source': pred['text_source'], 'moments': moments,
             'saliency': pred['pred_saliency_scores'], 'duration': e.duration,
             'clip_len': e.clip_len, 'cached': cached, 'extract_s': e.extract_s,
             'seconds': round(time.time() - t0, 3)}
+
+
+def distinct(windows: list) -> list:
+  """[[start, end, score], ...] best first -> [[start, end, best score, count], ...]:
+  windows equal to a better one are counted with it, not shown again (the spans of
+  several proposals often round to the same clips)."""
+  out, index = [], {}
+  for s, t, score in windows:
+    if (s, t) in index:
+      out[index[(s, t)]][3] += 1
+    else:
+      index[(s, t)] = len(out)
+      out.append([s, t, score, 1])
+  return out
 
 
 def _message(ex: Exception) -> str:

@@ -168,7 +168,7 @@ function showAnswer(ans) {
     Object.assign(li.dataset, { rank: m.rank, start: m.start, end: m.end, score: m.score });
     li.innerHTML = (m.thumb ? `<img alt="" src="${m.thumb}">` : '') +
       `<div class="when">#${m.rank} · ${fmt(m.start)} – ${fmt(m.end)}</div>` +
-      `<div class="score">score ${m.score.toFixed(3)}</div><div class="scorebar"><div style="width:${100 * m.score}%"></div></div>`;
+      `<div class="score">score ${m.score.toFixed(3)}${m.proposals > 1 ? ` · ${m.proposals} proposals` : ''}</div><div class="scorebar"><div style="width:${100 * m.score}%"></div></div>`;
     li.onclick = () => playMoment(m);
     list.appendChild(li);
   }
