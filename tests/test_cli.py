@@ -100,6 +100,20 @@ def test_no_script_edits_sys_path():
   assert not set(hits) - SYS_PATH_ALLOWED, hits
 
 
+def test_one_command_line_style():
+  """Every command parses absl flags through common.app (docs/DESIGN.md, "Commands");
+  argparse survives only as the Namespace class the release's checkpoints pickle."""
+  hits = []
+  for d, dirs, files in os.walk(ROOT):
+    dirs[:] = [x for x in dirs if not x.startswith('.') and x not in ('build', 'dist')]
+    for f in files:
+      path = os.path.join(d, f)
+      if f.endswith('.py') and f != 'test_cli.py' and 'ArgumentParser(' in open(path).read():
+        hits.append(os.path.relpath(path, ROOT))
+  assert not hits, (f'{hits} parse with argparse: define absl flags on a FlagValues and run '
+                    'them with momentdiff_jax.common.app.run, as benchmarks/speed.py does')
+
+
 def test_usage_errors_exit_2_naming_the_flag():
   """Through the script, as a user types it: unknown and missing flags."""
   def run(*args):

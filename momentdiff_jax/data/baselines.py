@@ -11,12 +11,14 @@ the query -> clip mapping, to show the signal is there.
 
   python -m momentdiff_jax.data.baselines [--data_dir=DIR]   (default: synthetic)
 """
-import argparse
 import json
+import sys
 from typing import List
 
+from absl import flags
 import numpy as np
 
+from momentdiff_jax.common import app
 from momentdiff_jax.data import store
 
 
@@ -88,18 +90,24 @@ def linear_probe_baseline(data_dir: str, iou: float = 0.5, ridge: float = 0.1) -
   return {'iou': iou, 'test_r1': round(float(100.0 * hits / len(x)), 2)}
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--data_dir', default='', help='default: built-in synthetic')
-  parser.add_argument('--iou', type=float, default=0.5)
-  args = parser.parse_args()
-  data_dir = args.data_dir
+FLAGS = flags.FlagValues()
+flags.DEFINE_string('data_dir', '', 'dataset dir (default: the built-in synthetic one)',
+                    flag_values=FLAGS)
+flags.DEFINE_float('iou', 0.5, 'IoU threshold of R1', flag_values=FLAGS)
+
+
+def _main():
+  data_dir = FLAGS.data_dir
   if not data_dir:
     from momentdiff_jax.data import synthetic
     data_dir = synthetic.ensure_synthetic()
-  print(json.dumps({'fixed_window': fixed_window_baseline(data_dir, args.iou),
-                    'linear_probe': linear_probe_baseline(data_dir, args.iou)}))
+  print(json.dumps({'fixed_window': fixed_window_baseline(data_dir, FLAGS.iou),
+                    'linear_probe': linear_probe_baseline(data_dir, FLAGS.iou)}))
+
+
+def main(argv=None) -> int:
+  return app.run(FLAGS, _main, argv, __doc__)
 
 
 if __name__ == '__main__':
-  main()
+  sys.exit(main())
