@@ -11,6 +11,8 @@ from momentdiff_jax.common import atomic
 from momentdiff_jax.data import dataset as dataset_lib
 from momentdiff_jax.inference import postprocess
 from momentdiff_jax.inference import sampling
+from momentdiff_jax.inference import windows as windows_lib
+from momentdiff_jax.inference import windows_eval
 from momentdiff_jax.ops import diffusion
 from momentdiff_jax.ops import metrics as metrics_lib
 from momentdiff_jax.release import video_sources
@@ -62,6 +64,14 @@ def predict_split(sample_fn, params, config, dataset, split: str, mesh, rng,
         results[r][int(idx)] = (wins[b], np.asarray(out['saliency'][r, b, :n]).round(4).tolist())
         if with_trajectory and len(trajectories[r]) < max_trajectories:
           trajectories[r][int(idx)] = np.asarray(out['trajectory'][r, :, b])
+  # Videos longer than data.max_v_l, cut to their first max_v_l clips above: predicted
+  # again through sliding windows (docs/long_videos.md).
+  long = windows_eval.predict_long(sample_fn, params, config, dataset.data_dir, split, mesh,
+                                   rng, unit, num_replicas)
+  for r in range(n_rep):
+    results[r].update(long[r])
+    for i in long[r]:
+      trajectories[r].pop(i, None)
   missing = [i for i in range(len(rows)) if i not in results[0]]
   if missing:
     raise RuntimeError(f'{len(missing)} examples of split {split!r} got no prediction')
@@ -155,7 +165,7 @@ def evaluate_workdir(workdir: str, split: str = 'test', checkpoint: str = 'best'
   (files per replica under eval/r<k>/, the mean / std / replicas JSON in eval/);
   `replica=k` evaluates replica k alone into eval/r<k>/.
   """
-  config = checkpointing.load_config(workdir)
+  config = windows_lib.with_defaults(checkpointing.load_config(workdir))
   if overrides:
     config = workdir_lib.apply_overrides(config, overrides)
   dataset = dataset_lib.open_dataset(config)

@@ -162,6 +162,17 @@ def base_config() -> ml_collections.ConfigDict:
   # post-processing; round_seconds > 0 sets the unit (0: the data's clip length).
   c.round_windows = True
   c.round_seconds = 0.0
+
+  # --- inference on videos longer than data.max_v_l (docs/long_videos.md) --------
+  # Predictor and evaluate.py cut such a video into windows of max_v_l clips (each a
+  # "video" as in training, own TEF), run them as one batch and merge the windows'
+  # moments; False: the whole video padded to a bucket (Predictor) or cut to its
+  # first max_v_l clips (evaluate.py), as before.
+  c.inference = ml_collections.ConfigDict()
+  c.inference.sliding_windows = True
+  c.inference.window_overlap = 0.25      # fraction of max_v_l shared by neighbours
+  c.inference.window_nms_threshold = 0.5  # NMS over all windows' moments (< 0: none)
+  c.inference.window_join_score = 0.3    # both halves of a moment cut by a border
   return c
 
 

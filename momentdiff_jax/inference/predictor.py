@@ -12,9 +12,12 @@ they are arranged as the weights expect) or as a list in `p.video_sources` order
 order of the dataset the weights were trained on (the release's SF+C checkpoints:
 CLIP first, then SlowFast).
 
-Videos of any length are padded to a length bucket (the config's buckets, then
-multiples of the largest), so a handful of programs serve every call; the compiled
-sampler (condition once, one scan over the DDIM steps) is reused across calls.
+Videos up to `data.max_v_l` clips are padded to a length bucket (the config's
+buckets), so a handful of programs serve every call; the compiled sampler (condition
+once, one scan over the DDIM steps) is reused across calls. Longer videos are cut into
+overlapping windows of `max_v_l` clips, run as one batch, and the windows' moments
+merged (`inference/windows.py`, docs/long_videos.md; `config.inference.sliding_windows
+= False`: padded whole, as before).
 
 From a video file and a sentence (features extracted on the fly, with the backbones
 the workdir's dataset was built with; a different backbone is refused by name):
@@ -33,7 +36,8 @@ queries (the demo page does):
 
 Sampling randomness: every query takes the next key `fold_in(PRNGKey(seed), i)`, i
 counting the queries this Predictor has answered, and its spans are drawn with that key
-alone; so a list of queries gives what the same queries one call each would.
+alone (a long video's window w with `fold_in(key, w)`); so a list of queries gives
+what the same queries one call each would.
 """
 import dataclasses
 import warnings
@@ -47,11 +51,13 @@ from momentdiff_jax.data.examples import append_tef
 from momentdiff_jax.data.sources import combine_video_types, l2_normalize
 from momentdiff_jax.inference import postprocess
 from momentdiff_jax.inference import sampling
+from momentdiff_jax.inference import windows as windows_lib
 from momentdiff_jax.ops import diffusion
 from momentdiff_jax.run import workdir as workdir_lib
 
-# Queries per sampler call; batches are padded to a power of two up to this, so at most
-# log2(MAX_BATCH) + 1 programs per video length bucket.
+# Rows (queries, or a long video's windows x queries) per sampler call; batches are
+# padded to a power of two up to this, so at most log2(MAX_BATCH) + 1 programs per
+# video length bucket.
 MAX_BATCH = 64
 
 
@@ -102,7 +108,8 @@ class Predictor:
 
   def __init__(self, config, params, sampling_steps: Optional[int] = None, seed: int = 0,
                clip_weights: Optional[str] = None, slowfast_weights: Optional[str] = None):
-    self.config = config
+    self.config = windows_lib.with_defaults(config)   # older config.json: defaults
+    windows_lib.settings(self.config)                   # bad inference.* values: ValueError
     self.params = params
     self.model = workdir_lib.create_model(config, config.video_dim, config.text_dim)
     self.sampling_steps = int(sampling_steps or config.diffusion.sampling_steps)
@@ -248,6 +255,9 @@ class Predictor:
     n = video.shape[0]
     clip_len = clip_len or self.config.data.get('clip_len') or duration / n
     keys = self._next_keys(len(queries))
+    if windows_lib.uses_windows(self.config, n):
+      results = self._predict_windows(video, queries, keys, duration, clip_len)
+      return results if many else results[0]
     results = []
     for s in range(0, len(queries), MAX_BATCH):
       out = self._sample_rows(video, queries[s:s + MAX_BATCH], keys[s:s + MAX_BATCH])
@@ -261,12 +271,63 @@ class Predictor:
                   for i, w in enumerate(wins)]
     return results if many else results[0]
 
+  def _predict_windows(self, video: np.ndarray, queries: List[np.ndarray], keys,
+                       duration: float, clip_len: float) -> List[dict]:
+    """`predict` for a video (L, Dv) longer than `data.max_v_l`: rows (query q, window
+    w) with key fold_in(keys[q], w), at most MAX_BATCH rows per sampler call; each
+    query's windows merged (`windows.merge_windows`)."""
+    s = windows_lib.settings(self.config)
+    n = video.shape[0]
+    starts = windows_lib.window_starts(n, s.size, s.overlap)
+    cut = windows_lib.cut_windows(video, starts, s.size, self.config.data.use_tef)
+    w = len(starts)
+    fold = jax.vmap(jax.vmap(jax.random.fold_in, in_axes=(None, 0)), in_axes=(0, None))
+    row_keys = fold(keys, jnp.arange(w)).reshape(len(queries) * w, *keys.shape[1:])
+    lv, lt = self.padded_length(s.size), self.config.data.max_q_l
+    outs = []
+    for r0 in range(0, len(queries) * w, MAX_BATCH):
+      rows = np.arange(r0, min(r0 + MAX_BATCH, len(queries) * w))
+      bp = _batch_size(len(rows))
+      rows_p = np.concatenate([rows, np.full(bp - len(rows), rows[0])])  # pad: first row
+      vf = np.zeros((bp, lv, video.shape[1]), np.float32)
+      vf[:, :s.size] = cut[rows_p % w]
+      vm = np.zeros((bp, lv), np.float32)
+      vm[:, :s.size] = 1
+      qf = np.zeros((bp, lt, queries[0].shape[1]), np.float32)
+      qm = np.zeros((bp, lt), np.float32)
+      for i, r in enumerate(rows_p):
+        q = queries[r // w]
+        qf[i, :len(q)] = q
+        qm[i, :len(q)] = 1
+      out = jax.device_get(self._sample(self.params, jnp.asarray(vf), jnp.asarray(vm),
+                                        jnp.asarray(qf), jnp.asarray(qm),
+                                        row_keys[rows_p]))
+      outs.append({k: np.asarray(out[k])[:len(rows)] for k in ('spans', 'scores', 'saliency')})
+    out = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
+    unit = postprocess.round_unit(self.config, clip_len)
+    results = []
+    for q in range(len(queries)):
+      mine = slice(q * w, (q + 1) * w)
+      sal = windows_lib.merge_saliency(out['saliency'][mine, :s.size], starts, n)
+      wins = windows_lib.merge_windows(out['spans'][mine], out['scores'][mine], starts,
+                                       s.size, clip_len, duration,
+                                       self.config.max_pred_windows, s, unit, sal)
+      results.append({'pred_relevant_windows': wins,
+                      'pred_saliency_scores': sal.round(4).tolist()})
+    return results
+
   def warm_up(self, num_clips: Optional[int] = None, batch: int = 1,
               backbones: bool = False) -> None:
     """Compiles the sampler for videos of `num_clips` (default: the smallest bucket)
-    and `batch` queries, and with `backbones` the feature extractors and the text
-    tower, on zeros; takes no sampling key (later answers are unchanged)."""
-    lv = self.padded_length(num_clips or 1)
+    and `batch` queries (a video longer than `data.max_v_l`: its windows x `batch`
+    rows), and with `backbones` the feature extractors and the text tower, on zeros;
+    takes no sampling key (later answers are unchanged)."""
+    num_clips = num_clips or 1
+    if windows_lib.uses_windows(self.config, num_clips):
+      s = windows_lib.settings(self.config)
+      w = len(windows_lib.window_starts(num_clips, s.size, s.overlap))
+      num_clips, batch = s.size, min(MAX_BATCH, batch * w)
+    lv = self.padded_length(num_clips)
     bp, lt = _batch_size(batch), self.config.data.max_q_l
     zeros = lambda *shape: jnp.zeros(shape, jnp.float32)  # pylint: disable=unnecessary-lambda-assignment
     self._sample(self.params, zeros(bp, lv, self.config.video_dim), zeros(bp, lv),
