@@ -142,14 +142,46 @@ def test_join_rules():
   assert wins[0] == [52.0, 58.0, 0.9] and all(w[:2] != [52.0, 58.0] for w in wins[1:])
 
 
+def test_span_saliency_against_loops():
+  rng = np.random.default_rng(6)
+  sal = rng.normal(size=40)
+  a = rng.uniform(0, 78, 50)
+  se = np.stack([a, np.minimum(a + rng.uniform(0, 12, 50), 80)], 1)
+  se[:5, 1] = se[:5, 0]                      # empty spans: the clip they sit in
+  got = wl.span_saliency(se, sal, 2.0)
+  for (lo, hi), g in zip(se, got):
+    clips = [i for i in range(40) if min(hi, 2 * i + 2) - max(lo, 2 * i) > 1e-9]
+    clips = clips or [min(int(lo // 2), 39)]
+    assert g == pytest.approx(np.mean(sal[clips]))
+
+
+def test_saliency_scoring_ranks_windows_by_their_saliency():
+  """Two windows each claim a moment; the model's probability prefers the wrong one,
+  the saliency of the clips decides ('saliency'), or not ('model')."""
+  starts = np.array([0, 48, 96])
+  spans, scores = _video_spans([(10, 20, 0.8, 0), (120, 130, 0.7, 2)], starts, 64)
+  sal = np.full(160, -3.0)
+  sal[120:130] = 3.0
+  got = wl.merge_windows(spans, scores, starts, 64, 1.0, 160.0, 10, S, 1.0, sal)
+  assert got[0] == [120.0, 130.0, round(0.7 / (1 + np.exp(-3.0)), 4)]
+  assert got[1] == [10.0, 20.0, round(0.8 / (1 + np.exp(3.0)), 4)]
+  model = wl.Settings(True, 64, 0.25, 0.5, 0.3, 'model')
+  got = wl.merge_windows(spans, scores, starts, 64, 1.0, 160.0, 10, model, 1.0, sal)
+  assert [w[:2] for w in got[:2]] == [[10.0, 20.0], [120.0, 130.0]]
+
+
 def test_settings_defaults_and_bad_overlap():
   c = base_config()
-  assert wl.settings(c) == wl.Settings(True, c.data.max_v_l, 0.25, 0.5, 0.3)
+  assert wl.settings(c) == wl.Settings(True, c.data.max_v_l, 0.25, 0.5, 0.3, 'saliency')
   del c['inference']       # a config.json written before the block existed
   assert wl.settings(c).enabled and wl.with_defaults(c).inference.window_overlap == 0.25
   c.inference.window_overlap = 1.0
   with pytest.raises(ValueError, match='window_overlap'):
     wl.settings(c)
+  c.inference.window_overlap, c.inference.window_score = 0.25, 'max'
+  with pytest.raises(ValueError, match='window_score'):
+    wl.settings(c)
+  c.inference.window_score = 'saliency'
   c.inference.window_overlap, c.data.max_v_l = 0.25, -1
   assert not wl.uses_windows(c, 10_000)
 
@@ -158,6 +190,8 @@ def test_settings_defaults_and_bad_overlap():
 
 
 D, DT, SIZE = 6, 4, 32
+# The oracle's moment: probability 0.9, saliency 1 on its clips ('saliency' scoring).
+HIT = round(0.9 / (1 + np.exp(-1.0)), 4)
 
 
 def _config():
@@ -204,12 +238,12 @@ def test_predictor_finds_a_late_moment_and_joins_one_across_a_border():
   q = np.ones((3, DT), np.float32)
   # 200 clips: windows start at 0, 24, 48, ..., 168; the moment is in the last ones.
   out = p.predict(_video(200, (171, 180)), q, duration=200.0)
-  assert out['pred_relevant_windows'][0] == [171.0, 180.0, 0.9]
+  assert out['pred_relevant_windows'][0] == [171.0, 180.0, HIT]
   sal = np.asarray(out['pred_saliency_scores'])
   assert len(sal) == 200 and sal[171:180].min() == 1.0 and np.delete(sal, range(171, 180)).max() == 0.0
   # [20, 40) crosses the border at 32 (window 0 is [0, 32), window 1 [24, 56)).
   out = p.predict(_video(100, (20, 40)), q, duration=99.5)
-  assert out['pred_relevant_windows'][0] == [20.0, 40.0, 0.9]
+  assert out['pred_relevant_windows'][0] == [20.0, 40.0, HIT]
   # Off: the whole video padded to one bucket; the TEF of 100 clips is not the
   # windows' and the oracle's span is read in the whole video's coordinates.
   p.config.inference.sliding_windows = False
@@ -284,7 +318,8 @@ def test_evaluation_predicts_long_videos_through_windows(tmp_path):
                                          jax.random.PRNGKey(0))[0]
   on = run()
   for p, (n, m) in zip(on, videos):
-    assert p['pred_relevant_windows'][0] == [float(m[0]), float(m[1]), 0.9], (n, p)
+    want = HIT if n > SIZE else 0.9          # short videos: the model's score, as before
+    assert p['pred_relevant_windows'][0] == [float(m[0]), float(m[1]), want], (n, p)
     assert len(p['pred_saliency_scores']) == n
   c.inference.sliding_windows = False
   off = run()

@@ -173,6 +173,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.inference.window_overlap = 0.25      # fraction of max_v_l shared by neighbours
   c.inference.window_nms_threshold = 0.5  # NMS over all windows' moments (< 0: none)
   c.inference.window_join_score = 0.3    # both halves of a moment cut by a border
+  # Ranking across windows: 'saliency' = probability x sigmoid(mean clip saliency of
+  # the span) (windows without the moment still get confident spans); 'model' = the
+  # probability alone.
+  c.inference.window_score = 'saliency'
   return c
 
 

@@ -104,9 +104,9 @@ def predict_long(sample_fn, params, config, data_dir: str, split: str, mesh, rng
     n = int(rec['num_clips'])
     clip_len = float(rec['time_scale']) / n
     for r in range(n_rep):
+      sal = windows_lib.merge_saliency(out['saliency'][r, rows, :s.size], starts[rows], n)
       wins = windows_lib.merge_windows(out['spans'][r, rows], out['scores'][r, rows],
                                        starts[rows], s.size, clip_len, float(rec['duration']),
-                                       config.max_pred_windows, s, round_to)
-      sal = windows_lib.merge_saliency(out['saliency'][r, rows, :s.size], starts[rows], n)
+                                       config.max_pred_windows, s, round_to, sal)
       results[r][int(i)] = (wins, sal.round(4).tolist())
   return results
