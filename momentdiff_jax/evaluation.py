@@ -168,6 +168,10 @@ def evaluate_workdir(workdir: str, split: str = 'test', checkpoint: str = 'best'
   config = windows_lib.with_defaults(checkpointing.load_config(workdir))
   if overrides:
     config = workdir_lib.apply_overrides(config, overrides)
+  try:
+    windows_lib.settings(config)     # a bad inference.* value, named before any compute
+  except ValueError as e:
+    raise workdir_lib.ConfigMismatch(str(e)) from None
   dataset = dataset_lib.open_dataset(config)
   workdir_lib.check_data_dims(config, dataset.info, dataset.data_dir)
   reps = replicas_lib.replicas(config)

@@ -321,6 +321,13 @@ def test_evaluation_predicts_long_videos_through_windows(tmp_path):
     want = HIT if n > SIZE else 0.9          # short videos: the model's score, as before
     assert p['pred_relevant_windows'][0] == [float(m[0]), float(m[1]), want], (n, p)
     assert len(p['pred_saliency_scores']) == n
+  # Two replicas (the sampler vmapped over a leading axis): each gets the same windows.
+  reps = lambda prm, vf, vm, qf, qm, rngs: jax.vmap(
+      lambda r: oracle(prm, vf, vm, qf, qm, r))(rngs)
+  both, _ = evaluation.predict_split(reps, None, c, ds, 'test', mesh_lib.make_mesh(2),
+                                     jax.random.split(jax.random.PRNGKey(0), 2),
+                                     num_replicas=2)
+  assert both[0] == on and both[1] == on
   c.inference.sliding_windows = False
   off = run()
   for a, b, (n, _) in zip(on, off, videos):
@@ -329,3 +336,12 @@ def test_evaluation_predicts_long_videos_through_windows(tmp_path):
     else:     # cut to the first 32 clips: the late moments are not there
       assert len(b['pred_saliency_scores']) == SIZE
   assert off[1]['pred_relevant_windows'][0][2] == 0.05
+
+
+def test_evaluate_refuses_a_bad_window_setting_before_running(tmp_path):
+  from momentdiff_jax import evaluation
+  from momentdiff_jax.run import workdir as workdir_lib
+  c = _config()
+  (tmp_path / 'config.json').write_text(c.to_json())
+  with pytest.raises(workdir_lib.ConfigMismatch, match='window_overlap must be in'):
+    evaluation.evaluate_workdir(str(tmp_path), overrides={'inference.window_overlap': '1.5'})

@@ -9,7 +9,8 @@ Features are extracted from the video as the workdir's training features were (t
 same backbones: a different one is refused by name). Prints and writes
 {"video", "query", "duration", "pred_relevant_windows": [[start_s, end_s, score], ...]
 best first, "pred_saliency_scores": [one per clip]}; --plot draws frames, windows and
-saliency on one time axis.
+saliency on one time axis. A video longer than the workdir's `data.max_v_l` clips is
+searched in overlapping windows of that length, merged (docs/long_videos.md).
 """
 import json
 import os
