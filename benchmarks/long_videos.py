@@ -19,9 +19,9 @@ placed uniformly anywhere (20% of queries have two). Every video is predicted fo
 and scored with the standard metrics (`brief`: R1@0.5, R1@0.7, mAP...). Speed:
 Predictor.predict queries/s on one `--speed_clips`-clip video (clips of the long test
 videos tiled), windows and padded, after warm-up calls, as the median of
-`--speed_calls` calls. Nothing is written into the workdir.
+`--speed_calls` calls of each, interleaved; also the median CPU seconds per query (all
+threads of the process), steadier than wall time on a shared machine. Nothing is written into the workdir.
 """
-import argparse
 import json
 import os
 import platform
@@ -30,13 +30,13 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
+from absl import flags
 import jax
 import numpy as np
 
 from momentdiff_jax import evaluation
+from momentdiff_jax.common import app
+from momentdiff_jax.common import atomic
 from momentdiff_jax.data import dataset as dataset_lib
 from momentdiff_jax.data import store
 from momentdiff_jax.data import synthetic
@@ -97,46 +97,64 @@ def evaluate_preds(workdir: str, data_dir: str, steps: int, windows: bool) -> li
   return preds
 
 
-def speed(p: Predictor, reader, clips: int, calls: int, windows: bool) -> dict:
-  p.config.inference.sliding_windows = windows
-  p.config.inference.window_score = 'saliency'
+def speed(p: Predictor, reader, clips: int, calls: int) -> dict:
+  """Predictor.predict on one `clips`-clip video, windows and padded, calls interleaved
+  (so both see the same load of a shared machine): median wall and CPU seconds."""
   ex = reader.example(0)
   video = np.resize(ex['video'], (clips, ex['video'].shape[1]))   # tiled to `clips`
-  run = lambda: p.predict(video, ex['query'], float(clips), clip_len=1.0)
-  run()     # compiles the program if the accuracy passes did not (padded: 640 clips)
-  run()
-  times = []
-  for _ in range(calls):
-    t = time.perf_counter()
-    run()
-    times.append(time.perf_counter() - t)
-  med = float(np.median(times))
   s = windows_lib.settings(p.config)
-  w = len(windows_lib.window_starts(clips, s.size, s.overlap)) if windows else 1
-  return {'queries_per_s': round(1.0 / med, 3), 'median_s_per_query': round(med, 4),
-          'windows': w,
-          'sampler_rows': windows_lib.padded_count(w) if windows else 1,
-          'padded_clips_per_row': p.padded_length(s.size if windows else clips)}
+  p.config.inference.window_score = 'saliency'
+
+  def run(windows):
+    p.config.inference.sliding_windows = windows
+    w, c = time.perf_counter(), time.process_time()
+    p.predict(video, ex['query'], float(clips), clip_len=1.0)
+    return time.perf_counter() - w, time.process_time() - c
+
+  for windows in (True, False, True, False):    # compile (padded: 640 clips), warm up
+    run(windows)
+  times = {True: [], False: []}
+  for _ in range(calls):
+    for windows in (True, False):
+      times[windows].append(run(windows))
+  out = {}
+  for windows, name in ((True, 'windows'), (False, 'padded')):
+    wall, cpu = (float(np.median(x)) for x in zip(*times[windows]))
+    w = len(windows_lib.window_starts(clips, s.size, s.overlap)) if windows else 1
+    out[name] = {'queries_per_s': round(1.0 / wall, 3), 'median_wall_s_per_query': round(wall, 4),
+                 'median_cpu_s_per_query': round(cpu, 4), 'windows': w,
+                 'sampler_rows': windows_lib.padded_count(w) if windows else 1,
+                 'padded_clips_per_row': p.padded_length(s.size if windows else clips)}
+  return out
 
 
-def main(argv=None) -> int:
-  ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  ap.add_argument('--workdir', required=True)
-  ap.add_argument('--output', default='benchmarks/results/long_videos_cpu.json')
-  ap.add_argument('--factor', type=int, default=8)
-  ap.add_argument('--num_queries', type=int, default=200)
-  ap.add_argument('--speed_clips', type=int, default=600)
-  ap.add_argument('--speed_calls', type=int, default=10)
-  ap.add_argument('--sampling_steps', type=int, default=None)
-  ap.add_argument('--data_dir', default=None,
-                  help='where to write the long test videos (default: a temp dir, removed)')
-  args = ap.parse_args(argv)
+FLAGS = flags.FlagValues()
+flags.DEFINE_string('workdir', None, 'A workdir trained with configs/synthetic.py.',
+                    required=True, flag_values=FLAGS)
+flags.DEFINE_string('output', 'benchmarks/results/long_videos_cpu.json', 'JSON written here.',
+                    flag_values=FLAGS)
+flags.DEFINE_integer('factor', 8, 'video length in multiples of data.max_v_l (>= 2)',
+                     flag_values=FLAGS)
+flags.DEFINE_integer('num_queries', 200, 'long test videos, one query each',
+                     flag_values=FLAGS)
+flags.DEFINE_integer('speed_clips', 600, 'clips of the video of the speed figure',
+                     flag_values=FLAGS)
+flags.DEFINE_integer('speed_calls', 10, 'timed calls of the speed figure', flag_values=FLAGS)
+flags.DEFINE_integer('sampling_steps', None, 'DDIM steps (default: the config\'s)',
+                     flag_values=FLAGS)
+flags.DEFINE_string('data_dir', None, 'where to write the long test videos (default: a '
+                    'temporary folder, removed; an existing dataset there is reused)',
+                    flag_values=FLAGS)
+
+
+def _main():
+  args = app.namespace(FLAGS)
   config = windows_lib.with_defaults(checkpointing.load_config(args.workdir))
   if config.data.name != 'synthetic':
-    ap.error(f'--workdir={args.workdir} was trained on {config.data.name!r}: this benchmark '
-             'needs a workdir trained with configs/synthetic.py')
+    raise app.UsageError(f'--workdir={args.workdir} was trained on {config.data.name!r}: '
+                         'this benchmark needs a workdir trained with configs/synthetic.py')
   if args.factor < 2 or args.num_queries < 1:
-    ap.error('--factor must be >= 2 and --num_queries >= 1')
+    raise app.UsageError('--factor must be >= 2 and --num_queries >= 1')
   tmp = None if args.data_dir else tempfile.mkdtemp(prefix='long_videos_')
   data_dir = args.data_dir or os.path.join(tmp, 'data')
   try:
@@ -159,8 +177,7 @@ def main(argv=None) -> int:
       t = time.perf_counter()
       results[name] = dict(score(fn(), rows), wall_s=round(time.perf_counter() - t, 1))
       print(f'{name}: {json.dumps(results[name])}', flush=True)
-    spd = {name: speed(p, reader, args.speed_clips, args.speed_calls, w)
-           for name, w in (('windows', True), ('padded', False))}
+    spd = speed(p, reader, args.speed_clips, args.speed_calls)
     print(f'speed ({args.speed_clips} clips): {json.dumps(spd)}', flush=True)
   finally:
     if tmp:
@@ -172,14 +189,14 @@ def main(argv=None) -> int:
     with open(path) as f:
       trained = {k: v for k, v in json.load(f)['brief'].items() if k.startswith('MR-full')}
   out = {
-      'command': 'python benchmarks/long_videos.py ' + ' '.join(sys.argv[1:] if argv is None
-                                                                else argv),
+      'command': 'python benchmarks/long_videos.py ' + ' '.join(sys.argv[1:]),
       'workdir_test_split_trained_lengths': trained,
       'num_queries': args.num_queries, 'clips_per_video': args.factor * s.size,
       'clip_len_s': 1.0, 'trained_max_v_l': s.size, 'window_overlap': s.overlap,
       'windows_per_video': len(windows_lib.window_starts(args.factor * s.size, s.size,
                                                          s.overlap)),
       'window_nms_threshold': s.nms_threshold, 'window_join_score': s.join_score,
+      'window_score': s.score,
       'sampling_steps': steps, 'metrics': results,
       'speed': dict(spd, clips=args.speed_clips, calls=args.speed_calls),
       'machine': {'platform': platform.platform(), 'cpu_count': os.cpu_count(),
@@ -192,10 +209,13 @@ def main(argv=None) -> int:
   }
   if os.path.dirname(args.output):
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
-  with open(args.output, 'w') as f:
-    json.dump(out, f, indent=1)
+  atomic.write_json(args.output, out, indent=1)
   print(f'wrote {args.output}')
   return 0
+
+
+def main(argv=None) -> int:
+  return app.run(FLAGS, _main, argv, __doc__)
 
 
 if __name__ == '__main__':
