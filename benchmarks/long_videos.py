@@ -123,7 +123,7 @@ def speed(p: Predictor, reader, clips: int, calls: int) -> dict:
     w = len(windows_lib.window_starts(clips, s.size, s.overlap)) if windows else 1
     out[name] = {'queries_per_s': round(1.0 / wall, 3), 'median_wall_s_per_query': round(wall, 4),
                  'median_cpu_s_per_query': round(cpu, 4), 'windows': w,
-                 'sampler_rows': windows_lib.padded_count(w) if windows else 1,
+                 'sampler_rows': 1 << (w - 1).bit_length(),   # padded to a power of 2
                  'padded_clips_per_row': p.padded_length(s.size if windows else clips)}
   return out
 

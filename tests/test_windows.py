@@ -256,7 +256,8 @@ def test_predictor_finds_a_late_moment_and_joins_one_across_a_border():
 
 def test_short_video_output_is_unchanged():
   """n <= max_v_l: today's computation (one padded row, windows_from_spans), written
-  out here, gives the same output bit for bit; n = max_v_l + 1 goes through windows."""
+  out here, gives the same output bit for bit. A long video with a list of queries
+  gives what one call per query gives (each window row drawn with its query's key)."""
   from momentdiff_jax.inference.predictor import Predictor
   from momentdiff_jax.run import workdir as workdir_lib
   c = _config()
@@ -282,11 +283,20 @@ def test_short_video_output_is_unchanged():
     qf[0, :5] = qn
     qm = (np.arange(6) < 5)[None].astype(np.float32)
     out = jax.device_get(p._sample(p.params, vf, vm, qf, qm,
-                                   jax.random.fold_in(jax.random.PRNGKey(3), 0)))
+                                   jax.random.fold_in(jax.random.PRNGKey(3), 0)[None]))
     want = postprocess.windows_from_spans(out['spans'], out['scores'], np.array([n * 1.0]),
                                           np.array([n * 1.0]), 5, -1.0, 1.0)[0]
     assert got['pred_relevant_windows'] == want
     assert got['pred_saliency_scores'] == np.asarray(out['saliency'][0, :n]).round(4).tolist()
+  v = rng.normal(size=(SIZE + 8, D)).astype(np.float32)     # 2 windows
+  q2 = rng.normal(size=(3, DT)).astype(np.float32)
+  p._calls = 0
+  both = p.predict(v, [q, q2], duration=SIZE + 8.0)
+  p._calls = 0
+  one = p.predict(v, q, duration=SIZE + 8.0)
+  assert both[0] == one and p._calls == 1
+  assert both[1] == p.predict(v, q2, duration=SIZE + 8.0)
+  assert both[0] != both[1] and len(one['pred_saliency_scores']) == SIZE + 8
 
 
 def _write_store(path, videos):

@@ -12,7 +12,7 @@ always hold the moment, so a window without it still gets confident spans (~0.6 
 the right window gets ~0.7, synthetic data); the saliency head is learnt against
 other videos' queries too and tells the windows apart. With `window_score='saliency'`
 a candidate's score is its probability x sigmoid(mean clip saliency over its span)
-(synthetic 8x-long videos: R1@0.5 53 -> 91, docs/long_videos.md); 'model' keeps the
+(synthetic 8x-long videos: R1@0.5 82.5 -> 99.0, docs/long_videos.md); 'model' keeps the
 probability alone.
 
 Pure numpy (host side, after the compiled sampler). Shapes: W windows, N spans per
