@@ -5,8 +5,9 @@ setup(
     version='0.1.0',
     description='MomentDiff (diffusion-based video moment retrieval) in JAX/Flax',
     packages=find_packages(include=['momentdiff_jax', 'momentdiff_jax.*']),
-    # The demo page's HTML, JS and CSS.
-    package_data={'momentdiff_jax.demo': ['static/*']},
+    # The demo page's HTML, JS and CSS; the accuracy benchmark's annotation table
+    # (CC BY-NC-SA 4.0, see its README).
+    package_data={'momentdiff_jax.demo': ['static/*'], 'momentdiff_jax.data': ['tables/*']},
     python_requires='>=3.10',
     # Each command's `main(argv=None) -> int`; `python main.py`, `python evaluate.py`,
     # `python predict.py` and `python data_prep/*.py` call the same functions.

@@ -20,6 +20,7 @@ import numpy as np
 
 from momentdiff_jax import evaluation
 from momentdiff_jax.common import atomic
+from momentdiff_jax.common import recipes
 from momentdiff_jax.data import dataset as dataset_lib
 from momentdiff_jax.inference import sampling
 from momentdiff_jax.ops import diffusion
@@ -108,6 +109,7 @@ def _squeeze(tree):
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   """Trains, validates, checkpoints, and finally evaluates the best checkpoint on test."""
   workdir = os.path.abspath(workdir)
+  config = recipes.apply_recipe(config)   # 'release' returns it unchanged
   reps = replicas_lib.replicas(config)   # a bad sweep is named before any compute
   n_rep = len(reps)
   dataset = dataset_lib.open_dataset(config)
@@ -220,7 +222,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
       t_last, step_last = now, step
     if step % eval_every == 0 or step == n_steps:
       split = config.data.eval_split
-      metrics = evaluate(state.params, split)
+      eval_params = ts.eval_params(state)   # the params, or their EMA (recipe plus)
+      metrics = evaluate(eval_params, split)
       if metrics[0] is not None:
         briefs = [m['brief'] for m in metrics]
         writer.write(step, _scalars(split, briefs, std=True))
@@ -229,7 +232,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
             f'{k} {v:.2f}' + (f' ± {sd[k]:.2f}' if n_rep > 1 else '')
             for k, v in mean.items() if k.startswith('MR-full') and v is not None))
         for r, brief in enumerate(briefs):
-          ckpts.save_best(step, jax.tree.map(lambda x: x[r], state.params), brief, r)
+          ckpts.save_best(step, jax.tree.map(lambda x: x[r], eval_params), brief, r)
     if is_ckpt:
       ckpts.save_latest(step, to_disk(state.params), to_disk(state.opt_state),
                         train_iter.get_state())

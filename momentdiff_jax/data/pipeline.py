@@ -73,6 +73,9 @@ def resolve_data_dir(config) -> str:
   if config.data.name == 'synthetic':
     from momentdiff_jax.data import synthetic
     return synthetic.ensure_synthetic()
+  if config.data.name.startswith('mdbench_'):   # the accuracy benchmark's data
+    from momentdiff_jax.data import benchmark_gen
+    return benchmark_gen.ensure_benchmark(config.data.name.split('_', 1)[1])
   raise ValueError('config.data.dir is empty; build a dataset with '
                    'data_prep/build_dataset.py or use data.name=synthetic')
 

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 
 from momentdiff_jax.model import MomentDiff
 from momentdiff_jax.ops import diffusion
+from momentdiff_jax.ops import recipe_ops
 from momentdiff_jax.run import replicas as replicas_lib
 
 
@@ -47,18 +48,27 @@ def make_sample_fn(model: MomentDiff, config, schedule: diffusion.Schedule,
                        method=MomentDiff.encode)
     cache = model.apply(params, cond, method=MomentDiff.prepare)
 
-    def denoise_fn(spans, t):
-      out = model.apply(params, cache, spans, t, train=False, method=MomentDiff.denoise)
+    def denoise_fn(spans, t, prev=None):
+      kw = {} if prev is None else {'prev_spans': prev}
+      out = model.apply(params, cache, spans, t, train=False, method=MomentDiff.denoise, **kw)
       return out['pred_logits'][-1], out['pred_spans'][-1]
 
-    shape = (video_feat.shape[0], dcfg.num_spans, 2)
+    # More spans than in training = more independent noise draws (the decoder has no
+    # self-attention across spans), optionally fused into top-k windows (recipe plus).
+    n_spans = int(dcfg.get('eval_num_spans', 0) or dcfg.num_spans)
+    shape = (video_feat.shape[0], n_spans, 2)
     res = diffusion.ddim_sample(denoise_fn, rng, shape, schedule, steps, dcfg.eta, dcfg.scale,
-                                return_trajectory=return_trajectory, row_keys=row_keys)
-    out = {
-        'spans': res[0],
-        'scores': jax.nn.softmax(res[1].astype(jnp.float32), axis=-1)[..., 0],
-        'saliency': cond['saliency'],
-    }
+                                return_trajectory=return_trajectory, row_keys=row_keys,
+                                self_condition=bool(model.config.get('self_condition', False)))
+    spans, scores = res[0], jax.nn.softmax(res[1].astype(jnp.float32), axis=-1)[..., 0]
+    fusion = dcfg.get('fusion', 'none')
+    if fusion not in ('none', 'wbf', 'nms'):
+      raise ValueError(f'diffusion.fusion must be none|wbf|nms, got {fusion!r}')
+    if fusion != 'none':
+      top_k = min(n_spans, max(int(config.max_pred_windows), dcfg.num_spans))
+      spans, scores = recipe_ops.fuse_spans(spans, scores, dcfg.fusion_iou, top_k,
+                                            average=fusion == 'wbf')
+    out = {'spans': spans, 'scores': scores, 'saliency': cond['saliency']}
     if return_trajectory:
       out['trajectory'] = res[2]
     return out

@@ -124,8 +124,15 @@ class Denoiser(nn.Module):
   ffn_dim: int
   dropout: float
   dtype: Dtype = jnp.float32
+  # Self-conditioning (Chen et al. 2022, "Analog Bits"): the previous estimate of x_0
+  # enters the content query through a zero-initialized projection (recipe 'plus';
+  # absent from the release's parameters when off).
+  self_condition: bool = False
 
   def setup(self):
+    if self.self_condition:
+      self.self_cond_proj = Linear(self.dim, kernel_init=nn.initializers.zeros,
+                                   bias_init='zeros', dtype=self.dtype)
     self.layers = [DecoderLayer(self.dim, self.num_heads, self.ffn_dim, self.dropout,
                                 is_first=(i == 0), dtype=self.dtype)
                    for i in range(self.num_layers)]
@@ -138,14 +145,21 @@ class Denoiser(nn.Module):
     """memory, pos (B, Lv, D) (video tokens only, no global token); mask (B, Lv)."""
     return {'layers': [layer.prepare(memory, pos) for layer in self.layers], 'mask': mask}
 
-  def __call__(self, cache: Cache, spans: jax.Array, t: jax.Array, train: bool) -> jax.Array:
+  def __call__(self, cache: Cache, spans: jax.Array, t: jax.Array, train: bool,
+               prev_spans=None) -> jax.Array:
     """spans (B, N, 2) in [0, 1]; t (B,) int -> (Ld, B, N, D), each layer after the shared norm.
 
     The spans stay fixed across layers (no iterative refinement in the release).
+    `prev_spans` (B, N, 2): the previous x_0 estimate, only with `self_condition`
+    (None = zeros, "no estimate yet").
     """
     spans = clamp_spans(spans)
     time_emb = timestep_embedding(t, self.dim)[:, None, :]           # (B, 1, D)
     out = self.noise_embed(spans) + (0.1 * time_emb).astype(self.dtype)
+    if self.self_condition:
+      prev = jnp.zeros_like(spans) if prev_spans is None else prev_spans
+      out = out + self.self_cond_proj(
+          span_sine_embedding(prev.astype(jnp.float32), self.dim // 2).astype(self.dtype))
     sine = span_sine_embedding(spans, self.dim // 2).astype(self.dtype)  # (B, N, D)
     query_pos = self.ref_point_head(sine)  # the same for every layer; used by layer 0 only
     hs = []

@@ -85,7 +85,8 @@ class MomentDiff(nn.Module):
     self.encoder = Encoder(c.enc_layers, d, c.num_heads, c.ffn_dim, c.dropout, dtype)
     # Saliency head; the release calls it contrastive_align_projection_vid.
     self.contrastive_align_projection_vid = Linear(1, dtype=dtype)
-    self.diffusion_decoder = Denoiser(c.dec_layers, d, c.num_heads, c.ffn_dim, c.dropout, dtype)
+    self.diffusion_decoder = Denoiser(c.dec_layers, d, c.num_heads, c.ffn_dim, c.dropout, dtype,
+                                      self_condition=bool(c.get('self_condition', False)))
     self.diff_span_embed = MLP(d, 2, 1, dtype=dtype)
     self.diff_class_embed = Linear(2, kernel_init=xavier_uniform, dtype=dtype)
 
@@ -156,20 +157,22 @@ class MomentDiff(nn.Module):
     (B, Lv, H, D/H), plus the clip mask. No dropout happens here."""
     return self.diffusion_decoder.prepare(cond['memory'], cond['pos'], cond['mask'])
 
-  def denoise(self, cache: dict, spans: jax.Array, t: jax.Array, train: bool = False) -> dict:
+  def denoise(self, cache: dict, spans: jax.Array, t: jax.Array, train: bool = False,
+              prev_spans=None) -> dict:
     """One denoiser pass.
 
     Args:
       cache: from `prepare`.
       spans: (B, N, 2) noisy (center, width) in [0, 1]; clamped into ~[1e-3, 1 - 1e-3].
       t: (B,) int32 diffusion steps.
+      prev_spans: (B, N, 2) previous x_0 estimate (model.self_condition only).
     Returns:
       {'pred_logits': (Ld, B, N, 2) float32, index 0 = foreground;
        'pred_spans': (Ld, B, N, 2) float32 sigmoid of the span head, (center, width)}.
       The span head reads the layer's features only; the input spans are not added
       as a reference (the release does not).
     """
-    hs = self.diffusion_decoder(cache, spans, t, train)
+    hs = self.diffusion_decoder(cache, spans, t, train, prev_spans)
     logits = self.diff_class_embed(hs).astype(jnp.float32)
     pred_spans = jax.nn.sigmoid(self.diff_span_embed(hs).astype(jnp.float32))
     return {'pred_logits': logits, 'pred_spans': pred_spans}

@@ -211,7 +211,7 @@ def _row_normal(keys, shape, dtype=jnp.float32):
 
 def ddim_sample(denoise_fn: DenoiseFn, rng, shape, schedule: Schedule, steps: int,
                 eta: float, scale: float, return_trajectory: bool = False,
-                row_keys: bool = False):
+                row_keys: bool = False, self_condition: bool = False):
   """DDIM sampler from N(0, I), one `lax.scan` over the `steps` (static) updates.
 
   Args:
@@ -229,6 +229,8 @@ def ddim_sample(denoise_fn: DenoiseFn, rng, shape, schedule: Schedule, steps: in
     row_keys: `rng` holds one key per row, (B,) keys: row b's noise is drawn from
       rng[b] exactly as a batch of one with that key draws it (split as above,
       shapes (1, N, 2)), so a row's result does not depend on its batchmates.
+    self_condition: call `denoise_fn(spans01, t, prev)` with the previous step's x_0
+      estimate (zeros at the first step), as Chen et al.'s self-conditioning.
   Returns:
     (spans `(B, N, 2)`, logits `(B, N, 2)`) of the last step, plus the trajectory
     `(steps, B, N, 2)` (predicted x_0 spans in [0, 1] per step) when requested.
@@ -250,9 +252,10 @@ def ddim_sample(denoise_fn: DenoiseFn, rng, shape, schedule: Schedule, steps: in
     noise_fn = lambda key, dtype: jax.random.normal(key, shape, dtype)  # pylint: disable=unnecessary-lambda-assignment
 
   def step(carry, xs):
-    x_t, _, _ = carry
+    x_t, _, prev = carry
     (t, t_next), key = xs
-    logits, spans = denoise_fn(signal_to_spans(x_t, scale), jnp.full((b,), t, jnp.int32))
+    args = (signal_to_spans(x_t, scale), jnp.full((b,), t, jnp.int32))
+    logits, spans = denoise_fn(*args, prev) if self_condition else denoise_fn(*args)
     x0 = jnp.clip(spans_to_signal(spans, scale), -scale, scale)
     noise = noise_fn(key, x_t.dtype)
     x_next, _ = ddim_step(schedule, x_t, x0, t, t_next, eta, noise)
@@ -260,7 +263,8 @@ def ddim_sample(denoise_fn: DenoiseFn, rng, shape, schedule: Schedule, steps: in
 
   # The carry holds the last step's outputs; their dtypes (e.g. bfloat16) come from
   # an abstract evaluation so the scan carry type is stable.
-  out_struct = jax.eval_shape(denoise_fn, x_init, jnp.zeros((b,), jnp.int32))
+  probe = (x_init, jnp.zeros((b,), jnp.int32)) + ((x_init,) if self_condition else ())
+  out_struct = jax.eval_shape(denoise_fn, *probe)
   init = (x_init,) + tuple(jnp.zeros(o.shape, o.dtype) for o in out_struct)
   xs = ((times[:, 0], times[:, 1]), loop_keys)
   (_, logits, spans), traj = jax.lax.scan(step, init, xs)

@@ -7,12 +7,14 @@ from typing import Any, Callable
 
 import flax
 import jax
+import jax.numpy as jnp
 import optax
 
 from momentdiff_jax.model import MomentDiff
 from momentdiff_jax.ops import diffusion
 from momentdiff_jax.ops import losses as losses_lib
 from momentdiff_jax.run import replicas as replicas_lib
+from momentdiff_jax.ops import recipe_ops
 
 
 @flax.struct.dataclass
@@ -23,20 +25,42 @@ class TrainState:
 
 
 def make_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation:
-  """AdamW with step decay x`lr_drop_factor` every `lr_drop_epochs`, global-norm clipping."""
+  """AdamW with step decay x`lr_drop_factor` every `lr_drop_epochs`, global-norm clipping.
+
+  Recipe options (off in the release): `lr_warmup_epochs` (linear warm-up),
+  `lr_schedule='cosine'` (instead of the drops), `ema_decay` > 0 (the optimizer state
+  also keeps an EMA of the weights, `eval_params`).
+  """
   boundaries = {}
+  total = max(int(config.num_epochs * steps_per_epoch), int(config.num_train_steps))
   if config.lr_drop_epochs > 0:
     every = int(config.lr_drop_epochs * steps_per_epoch)
-    total = max(int(config.num_epochs * steps_per_epoch), int(config.num_train_steps))
     for k in range(1, total // max(every, 1) + 1):
       boundaries[k * every] = config.lr_drop_factor
-  lr = optax.piecewise_constant_schedule(config.learning_rate, boundaries)
+  warmup = int(round(float(config.get('lr_warmup_epochs', 0.0) or 0.0) * steps_per_epoch))
+  kind = config.get('lr_schedule', 'step')
+  if kind == 'cosine':
+    lr = recipe_ops.warmup_cosine(config.learning_rate, warmup, total)
+  elif kind != 'step':
+    raise ValueError(f'lr_schedule must be step|cosine, got {kind!r}')
+  elif warmup > 0:
+    lr = recipe_ops.warmup_step_drops(config.learning_rate, warmup, boundaries)
+  else:
+    lr = optax.piecewise_constant_schedule(config.learning_rate, boundaries)
   chain = []
   # A traced (swept) norm is > 0 by `replicas.sweep_values`.
   if isinstance(config.grad_clip_norm, jax.Array) or config.grad_clip_norm > 0:
     chain.append(optax.clip_by_global_norm(config.grad_clip_norm))
   chain.append(optax.adamw(lr, weight_decay=config.weight_decay))
+  decay = float(config.get('ema_decay', 0.0) or 0.0)
+  if decay > 0:
+    return recipe_ops.with_ema(optax.chain(*chain), decay)
   return optax.chain(*chain)
+
+
+def eval_params(state: TrainState):
+  """What validation and the best checkpoints use: the weights' EMA when kept."""
+  return recipe_ops.eval_params(state.params, state.opt_state)
 
 
 def loss_fn(params, model: MomentDiff, config, schedule: diffusion.Schedule,
@@ -61,8 +85,17 @@ def loss_fn(params, model: MomentDiff, config, schedule: diffusion.Schedule,
   x_t = diffusion.q_sample(schedule, diffusion.spans_to_signal(x0, dcfg.scale), t, noise)
   x_t = diffusion.signal_to_spans(x_t, dcfg.scale)
   cache = model.apply(params, cond, method=MomentDiff.prepare)
+  prev = None
+  if config.model.get('self_condition', False):
+    # Analog Bits: a share of the examples first estimate x_0 without gradient, then
+    # denoise given that estimate; the rest get zeros ("no estimate yet").
+    r_dec, r_first, r_use = jax.random.split(r_dec, 3)
+    first = model.apply(params, cache, x_t, t, train=True, method=MomentDiff.denoise,
+                        rngs={'dropout': r_first})
+    use = jax.random.bernoulli(r_use, dcfg.get('self_cond_prob', 0.5), (bsz, 1, 1))
+    prev = jnp.where(use, jax.lax.stop_gradient(first['pred_spans'][-1]), 0.0)
   out = model.apply(params, cache, x_t, t, train=True, method=MomentDiff.denoise,
-                    rngs={'dropout': r_dec})
+                    rngs={'dropout': r_dec}, **({} if prev is None else {'prev_spans': prev}))
 
   vmr = losses_lib.vmr_losses(out['pred_logits'], out['pred_spans'], batch['span_targets'],
                               batch['span_mask'], config.loss, config.matcher,

@@ -132,7 +132,8 @@ RESUME_SAFE = ('num_epochs', 'num_train_steps', 'eval_every_steps', 'log_every_s
                'checkpoint_every_steps', 'max_checkpoints_to_keep', 'tensorboard',
                'eval_batch_size', 'nms_threshold', 'max_pred_windows',
                'diffusion.sampling_steps', 'diffusion.eta', 'data.worker_count',
-               'data.prefetch', 'inference.')
+               'data.prefetch', 'inference.', 'diffusion.eval_num_spans', 'diffusion.fusion',
+               'diffusion.fusion_iou')
 # Keys that fix the parameters' shapes or what the trained parameters compute:
 # evaluate.py refuses to override them.
 MODEL_KEYS = ('model.', 'video_dim', 'text_dim', 'diffusion.num_spans',

@@ -1,0 +1,30 @@
+"""The accuracy benchmark (benchmarks/accuracy.py; docs/recipe.md).
+
+Data: `momentdiff_jax.data.benchmark_gen` (real Charades-STA / QVHighlights / TACoS
+windows and durations, generated SlowFast+CLIP-sized features with a known oracle),
+generated on first use into the cache. `data.name='mdbench_v1'` or `'mdbench_v2'`
+(the differently made variant). A small model and a fixed budget of 5 epochs so that
+3 seeds train in one program in minutes on 2 CPU cores; the architecture, losses and
+diffusion are the release's (recipe 'release', the default).
+"""
+from momentdiff_jax.config_base import base_config
+
+
+def get_config():
+  c = base_config()
+  c.data.name = 'mdbench_v1'
+  c.data.dir = ''            # empty: generated deterministically into a cache
+  c.data.max_v_l = 64
+  c.data.length_buckets = (32, 64)
+  c.data.max_q_l = 16        # generated queries have 6..14 tokens
+  c.model.hidden_dim = 64
+  c.model.num_heads = 4
+  c.model.ffn_dim = 128
+  c.batch_size = 32
+  c.learning_rate = 5e-4
+  c.num_epochs = 5           # 93 steps per epoch (3,004 train queries)
+  c.lr_drop_epochs = 4
+  c.log_every_steps = 100
+  c.eval_every_steps = 155   # 3 validations (155, 310, 465), best kept on val
+  c.checkpoint_every_steps = 465
+  return c
