@@ -13,7 +13,6 @@ recipe's, both timed in this process on the same batches. `--eval_variants` also
 scores the same best checkpoints with a candidate's sampling settings (val and test),
 so sampling-only candidates need no training run of their own.
 """
-import argparse
 import json
 import os
 import statistics
@@ -21,16 +20,15 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
+from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from momentdiff_jax import evaluation
 from momentdiff_jax import train
-from momentdiff_jax.common import console
+from momentdiff_jax.common import app
+from momentdiff_jax.common import config_base
 from momentdiff_jax.common import recipes
 from momentdiff_jax.data import dataset as dataset_lib
 from momentdiff_jax.data import store
@@ -41,16 +39,31 @@ from momentdiff_jax.run import mesh as mesh_lib
 from momentdiff_jax.run import train_step as ts
 from momentdiff_jax.run import workdir as workdir_lib
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEYS = ('MR-full-R1@0.5', 'MR-full-R1@0.7', 'MR-full-mAP')
+
+FLAGS = flags.FlagValues()
+flags.DEFINE_string('recipe', 'release', 'release, plus, or candidates of '
+                    'momentdiff_jax.common.recipes joined by "+".', flag_values=FLAGS)
+flags.DEFINE_integer('num_seeds', 3, 'Seeds trained in one program.', flag_values=FLAGS)
+flags.DEFINE_string('data', 'mdbench_v1', 'mdbench_v1 | mdbench_v2 | synthetic.',
+                    flag_values=FLAGS)
+flags.DEFINE_string('output', '', 'Also write the results as JSON here.', flag_values=FLAGS)
+flags.DEFINE_string('workdir', '', 'Run folder (default: a new temporary one).',
+                    flag_values=FLAGS)
+flags.DEFINE_string('eval_variants', '', 'Candidates whose sampling settings also score '
+                    'the best checkpoints, comma-separated (e.g. draws,draws_nms).',
+                    flag_values=FLAGS)
+flags.DEFINE_integer('time_steps', 10, 'Timed train steps of the recipe and the release '
+                     '(0: no timing).', flag_values=FLAGS)
+flags.DEFINE_integer('num_epochs', 0, 'Budget override (0: the config\'s).', flag_values=FLAGS)
 
 
 def base_config(data: str):
-  if data == 'synthetic':
-    from configs import synthetic
-    return synthetic.get_config()
-  from configs import benchmark
-  c = benchmark.get_config()
-  c.data.name = data
+  name = 'synthetic.py' if data == 'synthetic' else 'benchmark.py'
+  c = config_base.load_config(os.path.join(ROOT, 'configs', name))
+  if data != 'synthetic':
+    c.data.name = data
   return c
 
 
@@ -130,25 +143,18 @@ def fmt(summary: dict) -> str:
                     f'(worst {v["worst"]:.2f})' for k, v in summary.items())
 
 
-def main():
-  ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  ap.add_argument('--recipe', default='release')
-  ap.add_argument('--num_seeds', type=int, default=3)
-  ap.add_argument('--data', default='mdbench_v1')
-  ap.add_argument('--output', default='')
-  ap.add_argument('--workdir', default='')
-  ap.add_argument('--eval_variants', default='')
-  ap.add_argument('--time_steps', type=int, default=10)
-  ap.add_argument('--num_epochs', type=int, default=0, help='budget override (0: config)')
-  args = ap.parse_args()
-  console.quiet_libraries(False)
+def _main():
+  args = app.namespace(FLAGS)
   compile_cache.enable(None)
   config = base_config(args.data)
   config.recipe = args.recipe
   config.num_seeds = args.num_seeds
   if args.num_epochs:
     config.num_epochs = args.num_epochs
-  settings = recipes.recipe_settings(args.recipe)   # an unknown name fails here
+  try:
+    settings = recipes.recipe_settings(args.recipe)   # an unknown name fails here
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
   workdir = args.workdir or tempfile.mkdtemp(prefix=f'accuracy_{args.recipe}_')
   t0 = time.time()
   final = train.train_and_evaluate(config, workdir)
@@ -156,7 +162,10 @@ def main():
   k = args.num_seeds
   res = {'recipe': args.recipe, 'settings': settings, 'data': args.data, 'num_seeds': k,
          'num_epochs': config.num_epochs, 'train_and_eval_wall_s': round(wall, 1),
-         'command': 'python benchmarks/accuracy.py ' + ' '.join(sys.argv[1:]),
+         'command': (f'python benchmarks/accuracy.py --recipe={args.recipe} --num_seeds={k} '
+                     f'--data={args.data}' + (f' --num_epochs={args.num_epochs}'
+                                              if args.num_epochs else '')
+                     + (f' --eval_variants={args.eval_variants}' if args.eval_variants else '')),
          'val': summarize(per_seed_briefs(final, 'val', k)),
          'test': summarize(per_seed_briefs(final, 'test', k))}
   data_dir = json.load(open(os.path.join(workdir, 'config.json')))['data']['dir']
@@ -188,7 +197,12 @@ def main():
     with open(args.output, 'w') as f:
       json.dump(res, f, indent=1)
     print(f'wrote {args.output}')
+  return 0
+
+
+def main(argv=None) -> int:
+  return app.run(FLAGS, _main, argv, __doc__)
 
 
 if __name__ == '__main__':
-  main()
+  sys.exit(main())

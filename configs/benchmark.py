@@ -7,7 +7,7 @@ generated on first use into the cache. `data.name='mdbench_v1'` or `'mdbench_v2'
 3 seeds train in one program in minutes on 2 CPU cores; the architecture, losses and
 diffusion are the release's (recipe 'release', the default).
 """
-from momentdiff_jax.config_base import base_config
+from momentdiff_jax.common.config_base import base_config
 
 
 def get_config():
