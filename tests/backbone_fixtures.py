@@ -5,7 +5,7 @@
 * `write_tiny_slowfast(path)`: pytorchvideo's `create_slowfast` with tiny widths, its
   state_dict saved with `torch.save` (pytorchvideo names; `layout='slowfast_repo'` writes
   the SlowFast repository's names under 'model_state').
-Both need torch (+ transformers / pytorchvideo); callers `pytest.importorskip` them.
+Both need torch (+ transformers / pytorchvideo), all in the `[test]` extra.
 """
 import importlib
 import re

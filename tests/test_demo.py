@@ -5,8 +5,8 @@ uploads a generated H.264 video, asks a query, and the moments read back from th
 equal `Predictor.predict_video` on the same file; clicking one plays that moment; bad
 input (an empty query, an unreadable file, a video without frames) shows a message and
 the server keeps answering. A screenshot is saved under the test's tmp dir.
-Skips, saying why, where Playwright or a Chromium binary is missing (.ci/run installs
-Debian's `chromium`; set MOMENTDIFF_CHROMIUM to use another binary).
+Skips, saying why, where no Chromium binary is found (a system package, not pip's:
+.ci/run installs Debian's `chromium`; set MOMENTDIFF_CHROMIUM to use another binary).
 """
 import os
 import re
@@ -16,15 +16,8 @@ import sys
 import threading
 
 import numpy as np
+from playwright import sync_api
 import pytest
-
-pytest.importorskip('torch')
-pytest.importorskip('transformers')
-pytest.importorskip('av')
-pytest.importorskip('fastapi')
-pytest.importorskip('python_multipart')
-pytest.importorskip('uvicorn')
-sync_api = pytest.importorskip('playwright.sync_api')
 
 from tests import demo_fixtures  # pylint: disable=g-import-not-at-top
 

@@ -8,9 +8,6 @@ import os
 import numpy as np
 import pytest
 
-pytest.importorskip('av')
-pytest.importorskip('PIL')
-
 from momentdiff_jax import Predictor  # pylint: disable=g-import-not-at-top
 from momentdiff_jax.data import synthetic  # pylint: disable=g-import-not-at-top
 from momentdiff_jax.demo import service as service_lib  # pylint: disable=g-import-not-at-top

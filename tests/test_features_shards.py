@@ -14,10 +14,6 @@ import sys
 import numpy as np
 import pytest
 
-pytest.importorskip('torch')
-pytest.importorskip('transformers')
-pytest.importorskip('av')
-
 from momentdiff_jax.cli import extract as extract_features  # pylint: disable=g-import-not-at-top
 from momentdiff_jax.features import shards  # pylint: disable=g-import-not-at-top
 from tests.test_features_extract import QUERIES, VIDEOS, make_clip_dir  # pylint: disable=g-import-not-at-top

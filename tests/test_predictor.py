@@ -4,10 +4,6 @@ import jax
 import numpy as np
 import pytest
 
-pytest.importorskip('torch')
-pytest.importorskip('transformers')
-pytest.importorskip('av')
-
 from momentdiff_jax import Predictor  # pylint: disable=g-import-not-at-top
 from tests import demo_fixtures  # pylint: disable=g-import-not-at-top
 
