@@ -8,6 +8,7 @@
   momentdiff-convert    cli/convert.py       python data_prep/convert_torch_checkpoint.py
   momentdiff-antibias   cli/antibias.py      python data_prep/make_antibias_splits.py
   momentdiff-restore-qids  cli/restore_qids.py  python data_prep/restore_antibias_qids.py
+  momentdiff-demo       cli/demo.py          python demo.py
   momentdiff-summary    summary.py           python -m momentdiff_jax.summary
 
 Each module defines its absl flags on its own FlagValues and exposes
