@@ -113,7 +113,7 @@ def time_steps(configs: dict, k: int, n: int) -> dict:
                                                         cfg.text_dim))(keys)
     states[name] = ts.TrainState(step=jnp.zeros((k,), jnp.int32), params=params,
                                  opt_state=jax.vmap(tx.init)(params))
-    steps[name] = jax.jit(ts.make_replica_train_step(
+    steps[name] = jax.jit(ts.make_train_step(
         model, cfg, diffusion.make_schedule(cfg.diffusion), it.steps_per_epoch),
         in_shardings=(rsh, data_sh, rsh, rsh), out_shardings=(rsh, rsh), donate_argnums=(0,))
   times = {name: [] for name in configs}

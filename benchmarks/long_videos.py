@@ -47,6 +47,7 @@ from momentdiff_jax.ops import diffusion
 from momentdiff_jax.ops import metrics as metrics_lib
 from momentdiff_jax.run import checkpointing
 from momentdiff_jax.run import mesh as mesh_lib
+from momentdiff_jax.run import replicas as replicas_lib
 from momentdiff_jax.run import workdir as workdir_lib
 
 
@@ -86,15 +87,16 @@ def evaluate_preds(workdir: str, data_dir: str, steps: int, windows: bool) -> li
   config = windows_lib.with_defaults(checkpointing.load_config(workdir))
   config = workdir_lib.apply_overrides(config, {'data.dir': data_dir,
                                                 'inference.sliding_windows': str(windows)})
-  mesh = mesh_lib.make_mesh()
-  config, model, params, _, _ = workdir_lib.restore_model(
-      workdir, 'best', mesh_lib.replicated(mesh), config)
-  fn = jax.jit(sampling.make_sample_fn(model, config, diffusion.make_schedule(config.diffusion),
-                                       steps))
-  ds = dataset_lib.open_dataset(config)
-  preds, _ = evaluation.predict_split(fn, params, config, ds, 'test', mesh,
-                                      workdir_lib.eval_rng(config.seed))
-  return preds
+  run = workdir_lib.restore(workdir, 'best', config)
+  mesh = mesh_lib.make_mesh(len(run.reps))
+  rsh = mesh_lib.replica_sharding(mesh)
+  fn = evaluation.make_sampler(run.model, run.config, steps,
+                               jax.device_put(replicas_lib.hparams(run.config), rsh))
+  ds = dataset_lib.open_dataset(run.config)
+  preds, _ = evaluation.predict_split(
+      fn, workdir_lib.place(run.params, rsh), run.config, ds, 'test', mesh,
+      jax.device_put(replicas_lib.replica_keys(run.config, 2), rsh))
+  return preds[0]
 
 
 def speed(p: Predictor, reader, clips: int, calls: int) -> dict:

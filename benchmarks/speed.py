@@ -20,6 +20,7 @@ rows); FLOPs per train example and per query from XLA's cost analysis and the
 achieved GFLOP/s next to the roof (`--roof_gflops`, ~210 on a 2-core CPU); peak
 memory (device memory_stats on accelerators, process RSS on CPU).
 """
+import functools
 import json
 import math
 import os
@@ -100,7 +101,7 @@ def bench_train(model, config, params, devices, mix, lengths, args, log, k: int)
   rsh, data = mesh_lib.replica_sharding(mesh), mesh_lib.data_sharding(mesh)
   schedule = diffusion.make_schedule(config.diffusion)
   tx = ts.make_optimizer(config, 100)
-  step = jax.jit(ts.make_replica_train_step(model, config, schedule, 100),
+  step = jax.jit(ts.make_train_step(model, config, schedule, 100),
                  in_shardings=(rsh, data, rsh, rsh), out_shardings=(rsh, rsh),
                  donate_argnums=(0,))
   state = replica_state(params, tx, k, rsh)
@@ -147,7 +148,7 @@ def bench_infer(model, config, params, mesh, mix, lengths, args, log):
   batches = {lv: jax.device_put(inputs.infer_batch(np.random.default_rng(lv), args.infer_batch,
                                                    lv, lengths), data) for lv in mix}
   for steps in args.steps:
-    sample = jax.jit(sampling.make_sample_fn(model, config, schedule, steps))
+    sample = jax.jit(functools.partial(sampling.sample_one, model, config, schedule, steps))
     mean_s, gflop, csum = 0.0, 0.0, 0.0
     for lv, share in mix.items():
       b = batches[lv]
@@ -179,8 +180,8 @@ def _sampler_flops(model, config, schedule, params, b, steps, mesh):
   """
   key = (b['video_feat'].shape, mesh.size)
   if key not in _PIECE_FLOPS:
-    one = jax.jit(sampling.make_sample_fn(model, config, schedule, 1))
-    two = jax.jit(sampling.make_sample_fn(model, config, schedule, 2))
+    one = jax.jit(functools.partial(sampling.sample_one, model, config, schedule, 1))
+    two = jax.jit(functools.partial(sampling.sample_one, model, config, schedule, 2))
     argv = (params, b['video_feat'], b['video_mask'], b['query_feat'], b['query_mask'],
             jax.random.PRNGKey(0))
     f1 = _flops(one.lower(*argv).compile())

@@ -94,7 +94,7 @@ def _main():
   # The step main.py runs (replica axis even for K = 1, as there).
   state = replica_state(params, tx, k)
   rngs = jax.random.split(rng, k)
-  step, compile_s['step'] = _compiled(ts.make_replica_train_step(model, config, schedule, 100),
+  step, compile_s['step'] = _compiled(ts.make_train_step(model, config, schedule, 100),
                                       state, batch, rngs, {}, donate_argnums=(0,))
   holder = [state]
 

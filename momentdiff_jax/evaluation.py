@@ -1,4 +1,10 @@
-"""Prediction over a whole split, metrics, and the workdir mode of `evaluate.py`."""
+"""Prediction over a whole split, metrics and output files of R >= 1 replicas, and the
+workdir mode of `evaluate.py`.
+
+Everything here takes a run's replicas stacked on a leading (R,) axis (R = 1 for a
+single run); only the files keep the one-replica layout of a single run
+(`write_outputs`: `eval/<split>_*` rather than `eval/r0/`).
+"""
 import json
 import os
 from typing import Optional
@@ -19,24 +25,31 @@ from momentdiff_jax.release import video_sources
 from momentdiff_jax.run import checkpointing
 from momentdiff_jax.run import mesh as mesh_lib
 from momentdiff_jax.run import replicas as replicas_lib
-from momentdiff_jax.run import train_step as ts
 from momentdiff_jax.run import workdir as workdir_lib
 
 
-def predict_split(sample_fn, params, config, dataset, split: str, mesh, rng,
-                  with_trajectory: bool = False, max_trajectories: int = 0,
-                  num_replicas: Optional[int] = None):
-  """Runs the compiled sampler over every example of `split` exactly once.
+def make_sampler(model, config, steps: int, hparams: dict, return_trajectory: bool = False):
+  """The jitted sampler of a run's replicas with their swept values bound:
+  `(params (R, ...), video_feat, video_mask, query_feat, query_mask, rngs (R,)) ->
+  {'spans', 'scores', 'saliency'[, 'trajectory']}`, each with a leading (R,) axis."""
+  sample = sampling.make_sample_fn(model, config, diffusion.make_schedule(config.diffusion),
+                                   steps, return_trajectory)
+  return jax.jit(lambda p, vf, vm, qf, qm, rngs: sample(p, vf, vm, qf, qm, rngs, hparams))
 
-  `sample_fn(params, video_feat, video_mask, query_feat, query_mask, rng)` is the jitted
-  sampler; batches come from `dataset.eval_batches`. Returns (prediction rows in split
-  order, trajectories dict index -> (S, N, 2) for the first `max_trajectories` examples).
-  With `num_replicas` R, `sample_fn` is a replicated sampler (outputs with a leading
-  (R,) axis), `rng` holds R keys, and both results are lists over the R replicas.
+
+def predict_split(sample_fn, params, config, dataset, split: str, mesh, rngs,
+                  with_trajectory: bool = False, max_trajectories: int = 0):
+  """Runs the compiled sampler of R replicas over every example of `split` once.
+
+  `sample_fn` is `make_sampler`'s, `params` the (R, ...)-stacked params and `rngs` the
+  (R,) keys (batch i samples with `fold_in(rngs[r], i)`); batches come from
+  `dataset.eval_batches`. Returns (prediction rows in split order, trajectories dict
+  index -> (S, N, 2) for the first `max_trajectories` examples), each a list over
+  the R replicas.
   """
   rows = dataset.rows(split)
   unit = postprocess.round_unit(config, dataset.info.get('clip_len') or config.data.get('clip_len'))
-  n_rep = num_replicas or 1
+  n_rep = len(rngs)
   results = [{} for _ in range(n_rep)]
   trajectories = [{} for _ in range(n_rep)]
   shard, num_shards = mesh_lib.data_shard(mesh)
@@ -45,11 +58,8 @@ def predict_split(sample_fn, params, config, dataset, split: str, mesh, rng,
   for i, local in enumerate(dataset.eval_batches(split, config.eval_batch_size, shard,
                                                  num_shards)):
     batch = mesh_lib.global_batch({k: local[k] for k in inputs + meta_keys}, mesh)
-    rng_i = (jax.vmap(jax.random.fold_in, in_axes=(0, None))(rng, i) if num_replicas
-             else jax.random.fold_in(rng, i))
+    rng_i = jax.vmap(jax.random.fold_in, in_axes=(0, None))(rngs, i)
     out = sample_fn(params, *(batch[k] for k in inputs), rng_i)
-    if not num_replicas:
-      out = jax.tree.map(lambda x: x[None], out)
     # Global arrays: every process gets the whole batch, whatever the layout.
     out, meta = multihost_utils.process_allgather((out, {k: batch[k] for k in meta_keys}),
                                                   tiled=True)
@@ -67,7 +77,7 @@ def predict_split(sample_fn, params, config, dataset, split: str, mesh, rng,
   # Videos longer than data.max_v_l, cut to their first max_v_l clips above: predicted
   # again through sliding windows (docs/long_videos.md).
   long = windows_eval.predict_long(sample_fn, params, config, dataset.data_dir, split, mesh,
-                                   rng, unit, num_replicas)
+                                   rngs, unit)
   for r in range(n_rep):
     results[r].update(long[r])
     for i in long[r]:
@@ -75,17 +85,10 @@ def predict_split(sample_fn, params, config, dataset, split: str, mesh, rng,
   missing = [i for i in range(len(rows)) if i not in results[0]]
   if missing:
     raise RuntimeError(f'{len(missing)} examples of split {split!r} got no prediction')
-  all_preds = []
-  for res in results:
-    preds = []
-    for i, row in enumerate(rows):
-      wins, sal = res[i]
-      preds.append({'qid': row['qid'], 'query': row.get('query', ''), 'vid': row['vid'],
-                    'pred_relevant_windows': wins, 'pred_saliency_scores': sal})
-    all_preds.append(preds)
-  if not num_replicas:
-    return all_preds[0], trajectories[0]
-  return all_preds, trajectories
+  preds = [[{'qid': row['qid'], 'query': row.get('query', ''), 'vid': row['vid'],
+             'pred_relevant_windows': res[i][0], 'pred_saliency_scores': res[i][1]}
+            for i, row in enumerate(rows)] for res in results]
+  return preds, trajectories
 
 
 def score(preds, dataset, split: str, dataset_name: str) -> Optional[dict]:
@@ -97,28 +100,43 @@ def score(preds, dataset, split: str, dataset_name: str) -> Optional[dict]:
   return metrics_lib.compute_metrics(preds, gt, dataset_name, clip_length=float(clip_len))
 
 
-def write_outputs(out_dir: str, split: str, preds, metrics: Optional[dict]):
-  """Writes `<split>_preds.jsonl` and `<split>_metrics.json` (process 0 only), each
-  whole or not at all (`common.atomic`): an earlier evaluation's files stay intact
-  until the new ones are complete."""
+def replica_dir(out_dir: str, index: int, num_replicas: int) -> str:
+  """Where replica `index` of a run of `num_replicas` writes its files: `out_dir` for a
+  one-replica run, else `out_dir/r<index>/`."""
+  name = checkpointing.disk_replica(index, num_replicas)
+  return out_dir if name is None else os.path.join(out_dir, f'r{name}')
+
+
+def write_outputs(out_dir: str, split: str, preds: list, metrics: list, reps: list,
+                  num_replicas: int) -> Optional[dict]:
+  """Writes each replica's `<split>_preds.jsonl` and `<split>_metrics.json` under
+  `replica_dir` (process 0 only) and, for several replicas, their aggregate as
+  `out_dir/<split>_metrics.json`. `reps` are the replicas predicted (all of the run's
+  `num_replicas`, or one). Each file is written whole or not at all (`common.atomic`):
+  an earlier evaluation's files stay intact until the new ones are complete. Returns
+  `replicas.aggregate` (None without labels)."""
+  summary = replicas_lib.aggregate(metrics, reps)
   if jax.process_index() != 0:
-    return
-  os.makedirs(out_dir, exist_ok=True)
-  atomic.write_jsonl(os.path.join(out_dir, f'{split}_preds.jsonl'), preds)
-  if metrics is not None:
-    atomic.write_json(os.path.join(out_dir, f'{split}_metrics.json'), metrics)
-
-
-def write_replica_outputs(out_dir: str, split: str, preds: list, metrics: list, reps):
-  """A multi-replica run's outputs: each replica's files under `out_dir/r<k>/`, and
-  `<split>_metrics.json` with the mean, std and every replica (`replicas.aggregate`).
-  Returns the aggregate (None without labels)."""
+    return summary
   for rep, p, m in zip(reps, preds, metrics):
-    write_outputs(os.path.join(out_dir, f'r{rep.index}'), split, p, m)
-  agg = replicas_lib.aggregate(metrics, reps)
-  if agg is not None and jax.process_index() == 0:
-    atomic.write_json(os.path.join(out_dir, f'{split}_metrics.json'), agg)
-  return agg
+    d = replica_dir(out_dir, rep.index, num_replicas)
+    os.makedirs(d, exist_ok=True)
+    atomic.write_jsonl(os.path.join(d, f'{split}_preds.jsonl'), p)
+    if m is not None:
+      atomic.write_json(os.path.join(d, f'{split}_metrics.json'), m)
+  if len(reps) > 1 and summary is not None:
+    atomic.write_json(os.path.join(out_dir, f'{split}_metrics.json'), summary)
+  return summary
+
+
+def result_line(split: str, used: list, summary: dict) -> str:
+  """A split's result for the log: one replica's brief as JSON, several replicas'
+  mean ± std."""
+  which = used[0].split('_')[0]     # best_r<k> -> best
+  if 'brief_std' not in summary:
+    return f'{split} ({which} checkpoint): ' + json.dumps(summary['brief'])
+  return (f'{split} ({which} checkpoints, mean ± std over {len(used)} replicas): '
+          + replicas_lib.format_mean_std(summary['brief'], summary['brief_std']))
 
 
 def write_plots(out_dir: str, split: str, preds, rows, trajectories: dict) -> list[str]:
@@ -161,9 +179,10 @@ def evaluate_workdir(workdir: str, split: str = 'test', checkpoint: str = 'best'
   `overrides` ({'data.dir': ..., 'eval_batch_size': '16'}) change the workdir's config
   for this evaluation; keys that fix the parameters, and a dataset whose feature dims
   differ from the workdir's, raise `workdir.ConfigMismatch` before anything runs.
-  A multi-replica workdir: `replica='all'` predicts with every replica in one program
-  (files per replica under eval/r<k>/, the mean / std / replicas JSON in eval/);
-  `replica=k` evaluates replica k alone into eval/r<k>/.
+  `replica='all'` predicts with every replica of the run in one program (several
+  replicas: files per replica under eval/r<k>/, the mean / std / replicas JSON in
+  eval/); `replica=k` evaluates replica k alone (into eval/r<k>/ in a multi-replica
+  workdir). Returns the written summary (`replicas.aggregate`; None without labels).
   """
   config = windows_lib.with_defaults(checkpointing.load_config(workdir))
   if overrides:
@@ -174,67 +193,48 @@ def evaluate_workdir(workdir: str, split: str = 'test', checkpoint: str = 'best'
     raise workdir_lib.ConfigMismatch(str(e)) from None
   dataset = dataset_lib.open_dataset(config)
   workdir_lib.check_data_dims(config, dataset.info, dataset.data_dir)
-  reps = replicas_lib.replicas(config)
-  if len(reps) > 1 and str(replica) == 'all':
-    return _evaluate_all_replicas(workdir, config, reps, dataset, split, checkpoint,
-                                  sampling_steps, plots, num_trajectories)
-  index = None if len(reps) == 1 or str(replica) == 'all' else int(replica)
-  mesh = mesh_lib.make_mesh()
-  config, model, params, step, used = workdir_lib.restore_model(
-      workdir, checkpoint, mesh_lib.replicated(mesh), config, index)
-  # Weights trained on another order of the same feature sources read this dataset's.
-  params = video_sources.align_to_dataset(config, params, dataset.info, log=_print0)
-  steps = int(sampling_steps or config.diffusion.sampling_steps)
-  sample_fn = jax.jit(sampling.make_sample_fn(model, config, diffusion.make_schedule(config.diffusion),
-                                        steps, return_trajectory=plots))
-  preds, trajectories = predict_split(sample_fn, params, config, dataset, split, mesh,
-                                      workdir_lib.eval_rng(config.seed),
-                                      with_trajectory=plots, max_trajectories=num_trajectories)
-  metrics = score(preds, dataset, split, config.data.name)
-  out_dir = os.path.join(workdir, 'eval', '' if index is None else f'r{index}')
-  write_outputs(out_dir, split, preds, metrics)
-  if jax.process_index() == 0:
-    who = '' if index is None else f'replica {index} (seed {config.seed}), '
-    print(f'{split}: {len(preds)} queries, {who}{used} checkpoint (step {step}), '
-          f'{steps} sampling steps -> {out_dir}')
-    if metrics is not None:
-      print(json.dumps(metrics['brief'], indent=1))
-    if plots:
-      for p in write_plots(out_dir, split, preds, dataset.rows(split), trajectories):
-        print(f'wrote {p}')
-  return metrics
-
-
-def _evaluate_all_replicas(workdir, config, reps, dataset, split, checkpoint, sampling_steps,
-                           plots, num_trajectories) -> Optional[dict]:
-  mesh = mesh_lib.make_mesh(len(reps))
+  run = workdir_lib.restore(workdir, checkpoint, config, replica)
+  mesh = mesh_lib.make_mesh(len(run.reps))
   rsh = mesh_lib.replica_sharding(mesh)
-  params, steps_used, used = workdir_lib.restore_replicas(workdir, checkpoint, config, rsh)
-  params = video_sources.align_to_dataset(config, params, dataset.info, log=_print0,
+  params = workdir_lib.place(run.params, rsh)
+  # Weights trained on another order of the same feature sources read this dataset's.
+  params = video_sources.align_to_dataset(run.config, params, dataset.info, log=_print0,
                                           stacked=True)
-  model = workdir_lib.create_model(config, config.video_dim, config.text_dim)
-  steps = int(sampling_steps or config.diffusion.sampling_steps)
-  hp = jax.device_put(replicas_lib.hparams(config), rsh)
-  sample = sampling.make_replica_sample_fn(model, config, diffusion.make_schedule(config.diffusion),
-                                     steps, return_trajectory=plots)
-  sample_fn = jax.jit(lambda p, vf, vm, qf, qm, rng: sample(p, vf, vm, qf, qm, rng, hp))
+  steps = int(sampling_steps or run.config.diffusion.sampling_steps)
+  hp = jax.device_put(replicas_lib.hparams(run.config), rsh)
+  sample_fn = make_sampler(run.model, run.config, steps, hp, return_trajectory=plots)
   preds, trajectories = predict_split(
-      sample_fn, params, config, dataset, split, mesh,
-      jax.device_put(replicas_lib.replica_keys(config, 2), rsh), with_trajectory=plots,
-      max_trajectories=num_trajectories, num_replicas=len(reps))
-  metrics = [score(p, dataset, split, config.data.name) for p in preds]
+      sample_fn, params, run.config, dataset, split, mesh,
+      jax.device_put(replicas_lib.replica_keys(run.config, 2), rsh),
+      with_trajectory=plots, max_trajectories=num_trajectories)
+  metrics = [score(p, dataset, split, run.config.data.name) for p in preds]
   out_dir = os.path.join(workdir, 'eval')
-  agg = write_replica_outputs(out_dir, split, preds, metrics, reps)
+  n = replicas_lib.num_replicas(config)
+  summary = write_outputs(out_dir, split, preds, metrics, run.reps, n)
   if jax.process_index() == 0:
-    print(f'{split}: {len(preds[0])} queries, {len(reps)} replicas, {used[0]} checkpoints '
-          f'(steps {steps_used}), {steps} sampling steps -> {out_dir}')
-    if agg is not None:
-      print('mean ± std over replicas: ' + replicas_lib.format_mean_std(agg['brief'],
-                                                                        agg['brief_std']))
-      print(json.dumps({'brief': agg['brief'], 'brief_std': agg['brief_std']}, indent=1))
-    if plots:
-      for rep, p, t in zip(reps, preds, trajectories):
-        for path in write_plots(os.path.join(out_dir, f'r{rep.index}'), split, p,
-                                dataset.rows(split), t):
-          print(f'wrote {path}')
-  return agg
+    _print_evaluation(split, len(preds[0]), run, n, steps, out_dir, summary)
+    for rep, p, t in zip(run.reps, preds, trajectories) if plots else ():
+      for path in write_plots(replica_dir(out_dir, rep.index, n), split, p,
+                              dataset.rows(split), t):
+        print(f'wrote {path}')
+  return summary
+
+
+def _print_evaluation(split, num_queries, run, num_replicas, steps, out_dir, summary):
+  """What evaluate.py prints: what was evaluated, then the brief (with the std over
+  several replicas)."""
+  rep = run.reps[0]
+  if len(run.reps) > 1:
+    what = f'{len(run.reps)} replicas, {run.used[0]} checkpoints (steps {run.steps})'
+  else:
+    who = f'replica {rep.index} (seed {rep.seed}), ' if num_replicas > 1 else ''
+    what = f'{who}{run.used[0]} checkpoint (step {run.steps[0]})'
+  print(f'{split}: {num_queries} queries, {what}, {steps} sampling steps -> {out_dir}')
+  if summary is None:
+    return
+  if 'brief_std' in summary:
+    print('mean ± std over replicas: ' + replicas_lib.format_mean_std(summary['brief'],
+                                                                      summary['brief_std']))
+    print(json.dumps({'brief': summary['brief'], 'brief_std': summary['brief_std']}, indent=1))
+  else:
+    print(json.dumps(summary['brief'], indent=1))

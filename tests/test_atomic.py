@@ -9,6 +9,7 @@ import pytest
 
 from momentdiff_jax import evaluation
 from momentdiff_jax.common import atomic
+from momentdiff_jax.run import replicas
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -70,11 +71,13 @@ def test_evaluation_outputs_are_replaced_whole(tmp_path):
   """A failure while writing new predictions leaves the earlier evaluation's files."""
   preds = [{'qid': i, 'pred_relevant_windows': [[0.0, 2.0, 0.9]]} for i in range(4)]
   metrics = {'brief': {'MR-full-mAP': 12.5}}
-  evaluation.write_outputs(str(tmp_path), 'val', preds, metrics)
+  one = [replicas.Replica(0, 0, {})]     # a one-replica run: files directly in the folder
+  evaluation.write_outputs(str(tmp_path), 'val', [preds], [metrics], one, 1)
   before = {n: (tmp_path / n).read_text() for n in _listing(tmp_path)}
   assert sorted(before) == ['val_metrics.json', 'val_preds.jsonl']
   assert [json.loads(l) for l in before['val_preds.jsonl'].splitlines()] == preds
   bad = preds[:3] + [{'qid': 3, 'pred_relevant_windows': {0.5}}]   # a set: not JSON
   with pytest.raises(TypeError):
-    evaluation.write_outputs(str(tmp_path), 'val', bad, {'brief': {'MR-full-mAP': 0.0}})
+    evaluation.write_outputs(str(tmp_path), 'val', [bad], [{'brief': {'MR-full-mAP': 0.0}}],
+                             one, 1)
   assert {n: (tmp_path / n).read_text() for n in _listing(tmp_path)} == before

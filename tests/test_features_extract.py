@@ -277,8 +277,10 @@ def test_build_train_predict_video(world, tmp_path):
 
   # A dataset built from the public releases records no fingerprint: predict_video
   # says so, once, and goes on with the given weights.
+  import jax
   from momentdiff_jax.run import workdir as workdir_lib
-  config, _, params, _, _ = workdir_lib.restore_model(wd, 'best')
+  restored = workdir_lib.restore(wd, 'best')
+  config, params = restored.config, jax.tree.map(lambda x: x[0], restored.params)
   config.data.backbones = {'video': [{'backbone': n, 'inferred_from': 'directory name'}
                                      for n in ('slowfast', 'clip')],
                            'text': {'backbone': 'clip', 'inferred_from': 'directory name'}}

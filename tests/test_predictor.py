@@ -1,5 +1,7 @@
 """Predictor: many queries on one video (decoded once, one batch) give what the same
 queries one call each give; one query keeps today's output."""
+import functools
+
 import jax
 import numpy as np
 import pytest
@@ -71,7 +73,7 @@ def test_one_query_is_todays_sampler(world):
   query = rng.normal(size=(7, p.config.text_dim)).astype(np.float32)
   out = p.predict(video, query, duration=10.0)
   # Today's path, written out: one (1, ...) batch, key fold_in(PRNGKey(0), 0).
-  old = jax.jit(sampling.make_sample_fn(p.model, p.config, diffusion.make_schedule(
+  old = jax.jit(functools.partial(sampling.sample_one, p.model, p.config, diffusion.make_schedule(
       p.config.diffusion), p.sampling_steps))
   lv, lt = p.padded_length(5), p.config.data.max_q_l
   v = p._video(video)                      # pylint: disable=protected-access

@@ -1,4 +1,6 @@
 """Recipe switch, self-conditioning and the sampler's draws/fusion path."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -85,14 +87,15 @@ def test_sampler_with_self_condition_draws_and_fusion(pair):
   config.diffusion.eval_num_spans = 12
   config.diffusion.fusion = 'wbf'
   config.max_pred_windows = 4
-  sample = jax.jit(sampling.make_sample_fn(sc, config, diffusion.make_schedule(config.diffusion), 3))
+  sample = jax.jit(functools.partial(sampling.sample_one, sc, config,
+                                     diffusion.make_schedule(config.diffusion), 3))
   out = sample(v_sc, *inp, jax.random.PRNGKey(3))
   assert out['spans'].shape == (B, 5, 2) and out['scores'].shape == (B, 5)
   assert np.all(np.diff(np.asarray(out['scores']), axis=1) <= 1e-7)   # best first
   config.diffusion.fusion = 'bogus'
   with pytest.raises(ValueError, match='bogus'):
-    sampling.make_sample_fn(sc, config, diffusion.make_schedule(config.diffusion), 3)(
-        v_sc, *inp, jax.random.PRNGKey(3))
+    sampling.sample_one(sc, config, diffusion.make_schedule(config.diffusion), 3,
+                        v_sc, *inp, jax.random.PRNGKey(3))
 
 
 def test_self_condition_sampler_passes_previous_estimate():

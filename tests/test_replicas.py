@@ -80,7 +80,7 @@ def replica_run():
   r = replicas.num_replicas(config)
   state = ts.TrainState(step=jnp.zeros((r,), jnp.int32), params=params,
                         opt_state=jax.jit(jax.vmap(tx.init))(params))
-  step = jax.jit(ts.make_replica_train_step(model, config, schedule, 100))
+  step = jax.jit(ts.make_train_step(model, config, schedule, 100))
   batch = {k: jnp.asarray(v) for k, v in fixed_batch(4).items()}
   rngs = replicas.replica_keys(config, 1)
   hp = replicas.hparams(config)
@@ -102,7 +102,8 @@ def test_replica_equals_separate_run(replica_run):
       jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 0))
   tx = ts.make_optimizer(cfg, steps_per_epoch=100)
   state = ts.TrainState(step=jnp.asarray(0), params=params, opt_state=tx.init(params))
-  step = jax.jit(ts.make_train_step(model, cfg, schedule, tx))
+  # One replica alone: the body the replica step vmaps, no swept values.
+  step = jax.jit(lambda s, b, r: ts.replica_step(model, cfg, schedule, 100, s, b, r, {}))
   rng = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 1)
   jax.tree.map(lambda a, b: np.testing.assert_array_equal(a[index], b), history[0], params)
   for s in range(STEPS):
@@ -161,8 +162,8 @@ def _run_sharded(out_path):
   r = replicas.num_replicas(config)
   state = ts.TrainState(step=jax.device_put(jnp.zeros((r,), jnp.int32), rsh), params=params,
                         opt_state=jax.jit(jax.vmap(tx.init), out_shardings=rsh)(params))
-  step = jax.jit(ts.make_replica_train_step(model, config,
-                                            diffusion.make_schedule(config.diffusion), 100),
+  step = jax.jit(ts.make_train_step(model, config,
+                                    diffusion.make_schedule(config.diffusion), 100),
                  in_shardings=(rsh, dsh, rsh, rsh), out_shardings=(rsh, rsh))
   batch = jax.device_put({k: jnp.asarray(v) for k, v in fixed_batch(4).items()}, dsh)
   rngs = jax.device_put(replicas.replica_keys(config, 1), rsh)

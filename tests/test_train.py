@@ -133,11 +133,11 @@ def test_evaluate_and_predictor_on_trained_workdir(tmp_path):
 
 
 def test_metrics_writer_drops_rows_a_resumed_run_rewrites(tmp_path):
-  from momentdiff_jax import train
+  from momentdiff_jax.run import metric_writer
   rows = [{'step': 5, 'train/total': 1.0}, {'step': 10, 'train/total': 0.5},
           {'step': 15, 'train/total': 0.4}, {'step': 10, 'final_test/MR-full-mAP': 3.0}]
   with open(tmp_path / 'metrics.jsonl', 'w') as f:
     f.writelines(json.dumps(r) + '\n' for r in rows)
-  w = train.MetricsWriter(str(tmp_path), resume_step=10, tensorboard=False)
-  w.write(15, {'train/total': 0.41, 'val/MR-short-mAP': None})
+  w = metric_writer.create(str(tmp_path), resume_step=10, tensorboard=False)
+  w.write_scalars(15, {'train/total': 0.41, 'val/MR-short-mAP': None})
   assert _rows(tmp_path) == rows[:2] + [{'step': 15, 'train/total': 0.41}]

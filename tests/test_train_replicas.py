@@ -64,12 +64,12 @@ def test_k3_sigkill_resume_equals_uninterrupted(tmp_path):
 
   # evaluate --replica=1 alone == replica 1 of the one-program evaluation.
   from momentdiff_jax import evaluation
-  from momentdiff_jax.run import workdir
+  from momentdiff_jax.inference.predictor import Predictor
   m1 = evaluation.evaluate_workdir(str(full), split='test', replica=1)
   for k, v in agg['replicas'][1]['brief'].items():
     assert m1['brief'][k] == pytest.approx(v, abs=0.5), k   # vmap vs not: float order
   # Predictor's default: the replica with the best validation mAP.
   with open(full / 'eval' / 'val_metrics.json') as f:
     val = [r['brief']['MR-full-mAP'] for r in json.load(f)['replicas']]
-  config, _, _, _, _ = workdir.restore_model(str(full))
+  config = Predictor.from_workdir(str(full)).config
   assert config.seed == 4 + int(np.argmax(val))

@@ -1,4 +1,7 @@
-"""The compiled units: the train step overfits one batch; the sampler's structure."""
+"""The compiled units: the train step overfits one batch; the sampler's structure
+(one replica's bodies, `replica_step` and `sample_one`, which the run vmaps)."""
+import functools
+
 import jax
 import jax.extend
 import jax.numpy as jnp
@@ -78,7 +81,8 @@ def test_overfits_one_batch(setup):
   tx = ts.make_optimizer(config, steps_per_epoch=1)
   params = jax.tree.map(jnp.copy, params)   # the module fixture's params stay undonated
   state = ts.TrainState(step=jnp.asarray(0), params=params, opt_state=tx.init(params))
-  step = jax.jit(ts.make_train_step(model, config, schedule, tx), donate_argnums=(0,))
+  step = jax.jit(lambda s, b, r: ts.replica_step(model, config, schedule, 1, s, b, r, {}),
+                 donate_argnums=(0,))
   rng = jax.random.PRNGKey(1)
   span_losses = []
   for _ in range(config.num_train_steps):
@@ -90,7 +94,7 @@ def test_overfits_one_batch(setup):
   first, at300 = span_losses[:10].mean(), span_losses[290:300].mean()
   assert first / at300 >= 5.0, (first, at300)
 
-  sample = jax.jit(sampling.make_sample_fn(model, config, schedule, steps=10))
+  sample = jax.jit(functools.partial(sampling.sample_one, model, config, schedule, 10))
   out = sample(state.params, batch['video_feat'], batch['video_mask'], batch['query_feat'],
                batch['query_mask'], jax.random.PRNGKey(2))
   top = np.asarray(out['spans'])[np.arange(4), np.asarray(out['scores']).argmax(1)]
@@ -123,7 +127,7 @@ def test_sampler_computes_condition_once(setup):
   attention over the precomputed keys."""
   config, model, schedule, params = setup
   b = fixed_batch(2)
-  sample = sampling.make_sample_fn(model, config, schedule, steps=5)
+  sample = functools.partial(sampling.sample_one, model, config, schedule, 5)
   jaxpr = jax.make_jaxpr(sample)(params, b['video_feat'], b['video_mask'], b['query_feat'],
                                  b['query_mask'], jax.random.PRNGKey(0))
   top, in_scan = _dot_outputs(jaxpr)
@@ -145,8 +149,8 @@ def test_one_step_sampler_is_one_denoiser_call(setup):
   from momentdiff_jax.model import MomentDiff
   b = {k: jnp.asarray(v) for k, v in fixed_batch(2).items()}
   rng = jax.random.PRNGKey(3)
-  out = sampling.make_sample_fn(model, config, schedule, steps=1)(
-      params, b['video_feat'], b['video_mask'], b['query_feat'], b['query_mask'], rng)
+  out = sampling.sample_one(model, config, schedule, 1, params, b['video_feat'],
+                            b['video_mask'], b['query_feat'], b['query_mask'], rng)
   init_rng, _ = jax.random.split(rng)
   x = jax.random.normal(init_rng, (2, N, 2))
   cond = model.apply(params, b['video_feat'], b['video_mask'], b['query_feat'], b['query_mask'],

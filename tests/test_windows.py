@@ -324,19 +324,19 @@ def test_evaluation_predicts_long_videos_through_windows(tmp_path):
   c.data.dir = _write_store(tmp_path / 'data', videos)
   c.eval_batch_size = 4
   ds = dataset_lib.open_dataset(c)
-  run = lambda: evaluation.predict_split(oracle, None, c, ds, 'test', mesh_lib.make_mesh(),
-                                         jax.random.PRNGKey(0))[0]
+  # The sampler of R replicas: the oracle vmapped over a leading axis (R = 1 here).
+  reps = lambda prm, vf, vm, qf, qm, rngs: jax.vmap(
+      lambda r: oracle(prm, vf, vm, qf, qm, r))(rngs)
+  run = lambda: evaluation.predict_split(reps, None, c, ds, 'test', mesh_lib.make_mesh(),
+                                         jax.random.PRNGKey(0)[None])[0][0]
   on = run()
   for p, (n, m) in zip(on, videos):
     want = HIT if n > SIZE else 0.9          # short videos: the model's score, as before
     assert p['pred_relevant_windows'][0] == [float(m[0]), float(m[1]), want], (n, p)
     assert len(p['pred_saliency_scores']) == n
-  # Two replicas (the sampler vmapped over a leading axis): each gets the same windows.
-  reps = lambda prm, vf, vm, qf, qm, rngs: jax.vmap(
-      lambda r: oracle(prm, vf, vm, qf, qm, r))(rngs)
+  # Two replicas: each gets the same windows.
   both, _ = evaluation.predict_split(reps, None, c, ds, 'test', mesh_lib.make_mesh(2),
-                                     jax.random.split(jax.random.PRNGKey(0), 2),
-                                     num_replicas=2)
+                                     jax.random.split(jax.random.PRNGKey(0), 2))
   assert both[0] == on and both[1] == on
   c.inference.sliding_windows = False
   off = run()

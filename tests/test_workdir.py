@@ -137,7 +137,7 @@ def edited(run, tmp_path_factory):
 def test_checkpoint_that_does_not_fit_config_json(edited):
   """Named before orbax is asked to restore (which would bury it in tracebacks)."""
   with pytest.raises(checkpointing.CheckpointMismatch) as e:
-    workdir_lib.restore_model(edited)
+    workdir_lib.restore(edited)
   msg = str(e.value)
   assert os.path.join(edited, 'checkpoints', 'best', '0') in msg
   assert 'params/' in msg and 'stored (64,), config (48,)' in msg

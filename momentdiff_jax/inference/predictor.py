@@ -113,9 +113,12 @@ class Predictor:
     self.params = params
     self.model = workdir_lib.create_model(config, config.video_dim, config.text_dim)
     self.sampling_steps = int(sampling_steps or config.diffusion.sampling_steps)
-    self._sample = jax.jit(sampling.make_sample_fn(self.model, config,
-                                             diffusion.make_schedule(config.diffusion),
-                                             self.sampling_steps, row_keys=True))
+    # The run's sampler with one replica (params (1, ...), no swept values), rows keyed.
+    sample = sampling.make_sample_fn(self.model, config, diffusion.make_schedule(config.diffusion),
+                                     self.sampling_steps, row_keys=True)
+    self._sample = jax.jit(lambda p, vf, vm, qf, qm, keys: jax.tree.map(
+        lambda x: x[0], sample(jax.tree.map(lambda x: x[None], p), vf, vm, qf, qm,
+                               keys[None], {})))
     self._rng = jax.random.PRNGKey(seed)
     self._calls = 0
     self.weights = {'clip': clip_weights, 'slowfast': slowfast_weights}
@@ -134,8 +137,10 @@ class Predictor:
     default the one whose best checkpoint scored highest on validation; the config is
     that replica's (its swept values, e.g. `diffusion.eta`, apply).
     """
-    config, _, params, _, _ = workdir_lib.restore_model(workdir, checkpoint, replica=replica)
-    return cls(config, params, sampling_steps, seed, clip_weights, slowfast_weights)
+    replica = workdir_lib.best_replica(workdir) if replica is None else replica
+    run = workdir_lib.restore(workdir, checkpoint, replica=replica)
+    params = jax.tree.map(lambda x: jnp.asarray(x[0]), run.params)
+    return cls(run.config, params, sampling_steps, seed, clip_weights, slowfast_weights)
 
   @property
   def feature_dim(self) -> int:

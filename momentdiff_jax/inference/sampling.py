@@ -1,7 +1,8 @@
 """The compiled sampling program: condition once, then one `lax.scan` over DDIM steps.
 
-`make_sample_fn` is one run's sampler; `make_replica_sample_fn` vmaps it over a leading
-replica axis (params, rng keys and swept values), the batch shared.
+`make_sample_fn` is the sampler of a run: R >= 1 replicas (params, rng keys and swept
+values stacked on a leading axis) on a shared batch. `sample_one` is its body, one
+replica's sampler, vmapped by `make_sample_fn`.
 """
 from typing import Callable
 
@@ -14,27 +15,31 @@ from momentdiff_jax.ops import recipe_ops
 from momentdiff_jax.run import replicas as replicas_lib
 
 
-def make_replica_sample_fn(model: MomentDiff, config, schedule: diffusion.Schedule,
-                           steps: int, return_trajectory: bool = False) -> Callable:
+def make_sample_fn(model: MomentDiff, config, schedule: diffusion.Schedule,
+                   steps: int, return_trajectory: bool = False,
+                   row_keys: bool = False) -> Callable:
   """`sample(params, video_feat, video_mask, query_feat, query_mask, rngs, hparams)`:
-  `make_sample_fn` over R replicas (params, rngs (R, key), hparams `{key: (R,)}`)
-  on a shared batch; every output gains a leading (R,) axis."""
+  `sample_one` over R replicas (params (R, ...), rngs (R, key) or with `row_keys`
+  (R, B, key), hparams `{swept key: (R,)}`, `{}` without a sweep) on a shared batch;
+  every output gains a leading (R,) axis. Inside, `replicas.with_hparams` puts each
+  replica's traced values into the config, so one program serves every swept value."""
 
   def one(params, video_feat, video_mask, query_feat, query_mask, rng, hp):
     cfg = replicas_lib.with_hparams(config, hp)
-    return make_sample_fn(model, cfg, schedule, steps, return_trajectory)(
-        params, video_feat, video_mask, query_feat, query_mask, rng)
+    return sample_one(model, cfg, schedule, steps, params, video_feat, video_mask,
+                      query_feat, query_mask, rng, return_trajectory=return_trajectory,
+                      row_keys=row_keys)
 
   return jax.vmap(one, in_axes=(0, None, None, None, None, 0, 0))
 
 
-def make_sample_fn(model: MomentDiff, config, schedule: diffusion.Schedule,
-                   steps: int, return_trajectory: bool = False,
-                   row_keys: bool = False) -> Callable:
-  """`sample(params, video_feat, video_mask, query_feat, query_mask, rng) -> dict`.
-
-  `row_keys`: `rng` is (B,) keys, one per row (`diffusion.ddim_sample`): a row's
-  result is then that of a batch of one sampled with its key (Predictor).
+def sample_one(model: MomentDiff, config, schedule: diffusion.Schedule, steps: int,
+               params, video_feat, video_mask, query_feat, query_mask, rng,
+               return_trajectory: bool = False, row_keys: bool = False) -> dict:
+  """One replica's sampler: `params` one model's, `video_feat (B, Lv, Dv)`, `video_mask
+  (B, Lv)`, `query_feat (B, Lt, Dt)`, `query_mask (B, Lt)`, `rng` one key, or (B,)
+  keys with `row_keys` (`diffusion.ddim_sample`: a row's result is then that of a
+  batch of one sampled with its key; Predictor).
 
   The condition and the decoder's condition-only projections are computed once;
   the DDIM loop (one `lax.scan`) then only runs the N_r query rows per step.
@@ -42,35 +47,31 @@ def make_sample_fn(model: MomentDiff, config, schedule: diffusion.Schedule,
   `saliency (B, Lv)`, and `trajectory (S, B, N, 2)` when asked.
   """
   dcfg = config.diffusion
+  cond = model.apply(params, video_feat, video_mask, query_feat, query_mask, train=False,
+                     method=MomentDiff.encode)
+  cache = model.apply(params, cond, method=MomentDiff.prepare)
 
-  def sample(params, video_feat, video_mask, query_feat, query_mask, rng):
-    cond = model.apply(params, video_feat, video_mask, query_feat, query_mask, train=False,
-                       method=MomentDiff.encode)
-    cache = model.apply(params, cond, method=MomentDiff.prepare)
+  def denoise_fn(spans, t, prev=None):
+    kw = {} if prev is None else {'prev_spans': prev}
+    out = model.apply(params, cache, spans, t, train=False, method=MomentDiff.denoise, **kw)
+    return out['pred_logits'][-1], out['pred_spans'][-1]
 
-    def denoise_fn(spans, t, prev=None):
-      kw = {} if prev is None else {'prev_spans': prev}
-      out = model.apply(params, cache, spans, t, train=False, method=MomentDiff.denoise, **kw)
-      return out['pred_logits'][-1], out['pred_spans'][-1]
-
-    # More spans than in training = more independent noise draws (the decoder has no
-    # self-attention across spans), optionally fused into top-k windows (recipe plus).
-    n_spans = int(dcfg.get('eval_num_spans', 0) or dcfg.num_spans)
-    shape = (video_feat.shape[0], n_spans, 2)
-    res = diffusion.ddim_sample(denoise_fn, rng, shape, schedule, steps, dcfg.eta, dcfg.scale,
-                                return_trajectory=return_trajectory, row_keys=row_keys,
-                                self_condition=bool(model.config.get('self_condition', False)))
-    spans, scores = res[0], jax.nn.softmax(res[1].astype(jnp.float32), axis=-1)[..., 0]
-    fusion = dcfg.get('fusion', 'none')
-    if fusion not in ('none', 'wbf', 'nms'):
-      raise ValueError(f'diffusion.fusion must be none|wbf|nms, got {fusion!r}')
-    if fusion != 'none':
-      top_k = min(n_spans, max(int(config.max_pred_windows), dcfg.num_spans))
-      spans, scores = recipe_ops.fuse_spans(spans, scores, dcfg.fusion_iou, top_k,
-                                            average=fusion == 'wbf')
-    out = {'spans': spans, 'scores': scores, 'saliency': cond['saliency']}
-    if return_trajectory:
-      out['trajectory'] = res[2]
-    return out
-
-  return sample
+  # More spans than in training = more independent noise draws (the decoder has no
+  # self-attention across spans), optionally fused into top-k windows (recipe plus).
+  n_spans = int(dcfg.get('eval_num_spans', 0) or dcfg.num_spans)
+  shape = (video_feat.shape[0], n_spans, 2)
+  res = diffusion.ddim_sample(denoise_fn, rng, shape, schedule, steps, dcfg.eta, dcfg.scale,
+                              return_trajectory=return_trajectory, row_keys=row_keys,
+                              self_condition=bool(model.config.get('self_condition', False)))
+  spans, scores = res[0], jax.nn.softmax(res[1].astype(jnp.float32), axis=-1)[..., 0]
+  fusion = dcfg.get('fusion', 'none')
+  if fusion not in ('none', 'wbf', 'nms'):
+    raise ValueError(f'diffusion.fusion must be none|wbf|nms, got {fusion!r}')
+  if fusion != 'none':
+    top_k = min(n_spans, max(int(config.max_pred_windows), dcfg.num_spans))
+    spans, scores = recipe_ops.fuse_spans(spans, scores, dcfg.fusion_iou, top_k,
+                                          average=fusion == 'wbf')
+  out = {'spans': spans, 'scores': scores, 'saliency': cond['saliency']}
+  if return_trajectory:
+    out['trajectory'] = res[2]
+  return out

@@ -9,7 +9,6 @@ process loading its `data_shard` slice as `eval_batches` does; outputs are gathe
 to every process and merged per example on the host (`windows.merge_windows`).
 """
 import types
-from typing import Optional
 
 import jax
 import numpy as np
@@ -55,17 +54,17 @@ def _load(reader, records, idx, starts, size: int, length: int, data_cfg) -> dic
   return ex_lib.gather_features(reader, part, data_cfg)
 
 
-def predict_long(sample_fn, params, config, data_dir: str, split: str, mesh, rng,
-                 round_to: float, num_replicas: Optional[int] = None) -> list:
+def predict_long(sample_fn, params, config, data_dir: str, split: str, mesh, rngs,
+                 round_to: float) -> list:
   """Sliding-window predictions of the split's long examples.
 
-  `sample_fn`, `params`, `rng` and `num_replicas` as `evaluation.predict_split` takes
-  them. Returns, per replica (one without `num_replicas`), {example index:
-  (ranked windows, saliency list of the video's clips)}; empty when no video is longer
-  than `data.max_v_l` or sliding windows are off.
+  `sample_fn`, `params` and `rngs` (R,) as `evaluation.predict_split` takes them.
+  Returns, per replica, {example index: (ranked windows, saliency list of the video's
+  clips)}; empty when no video is longer than `data.max_v_l` or sliding windows are
+  off.
   """
   s = windows_lib.settings(config)
-  n_rep = num_replicas or 1
+  n_rep = len(rngs)
   reader = store.SplitReader(data_dir, split)
   records = reader.records
   idx, starts = window_plan(records, s)
@@ -79,8 +78,8 @@ def predict_long(sample_fn, params, config, data_dir: str, split: str, mesh, rng
   shard, num_shards = mesh_lib.data_shard(mesh)
   local = bsz // num_shards
   n_batches = -(-len(idx) // bsz)
-  key = (jax.vmap(jax.random.fold_in, in_axes=(0, None))(rng, _TAG) if num_replicas
-         else jax.random.fold_in(rng, _TAG))
+  fold = jax.vmap(jax.random.fold_in, in_axes=(0, None))   # every replica's key
+  key = fold(rngs, _TAG)
   outs = []
   for i in range(n_batches):
     rows = np.arange(i * bsz, (i + 1) * bsz)
@@ -89,13 +88,9 @@ def predict_long(sample_fn, params, config, data_dir: str, split: str, mesh, rng
         {k: v for k, v in _load(reader, records, idx[mine], starts[mine], s.size, length,
                                 data_cfg).items()
          if k in ('video_feat', 'video_mask', 'query_feat', 'query_mask')}, mesh)
-    key_i = (jax.vmap(jax.random.fold_in, in_axes=(0, None))(key, i) if num_replicas
-             else jax.random.fold_in(key, i))
     out = sample_fn(params, batch['video_feat'], batch['video_mask'], batch['query_feat'],
-                    batch['query_mask'], key_i)
+                    batch['query_mask'], fold(key, i))
     out = {k: out[k] for k in ('spans', 'scores', 'saliency')}
-    if not num_replicas:
-      out = jax.tree.map(lambda x: x[None], out)
     outs.append(jax.tree.map(np.asarray, multihost_utils.process_allgather(out, tiled=True)))
   out = {k: np.concatenate([o[k] for o in outs], axis=1)[:, :len(idx)] for k in outs[0]}
   for i in np.unique(idx):

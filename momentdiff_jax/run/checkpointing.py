@@ -7,10 +7,12 @@ Each checkpoint holds separate items so that evaluation restores only what it ne
 The best manager keeps the single checkpoint with the highest validation
 `MR-full-mAP`; it stores params only.
 
-A run of R > 1 replicas (`replicas.py`) stores one `latest` checkpoint whose params and
-optimizer state carry a leading (R,) axis, and one best manager per replica,
-`checkpoints/best_r<k>/`, each with that replica's own params. A one-replica run keeps
-exactly the layout above.
+A run is a stack of R >= 1 replicas (`replicas.py`), and `WorkdirCheckpoints` takes
+and returns replica-stacked trees. On disk, R > 1 replicas store one `latest`
+checkpoint whose params and optimizer state carry a leading (R,) axis, and one best
+manager per replica, `checkpoints/best_r<k>/`, each with that replica's own params.
+A one-replica run keeps exactly the single-run layout above: its leading axis is
+dropped when written and restored when read (`disk_replica` names the layout).
 """
 import json
 import os
@@ -20,6 +22,7 @@ from typing import Any, Optional
 
 import jax
 import orbax.checkpoint as ocp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from momentdiff_jax.common import atomic
 
@@ -53,9 +56,16 @@ def _dir(workdir: str, which: str) -> str:
   return os.path.join(os.path.abspath(workdir), 'checkpoints', which)
 
 
+def disk_replica(index: int, num_replicas: int) -> Optional[int]:
+  """How the workdir layout names replica `index` of `num_replicas`: None for the one
+  replica of a one-replica run (the single-run layout: `best/`, `eval/`, no replica
+  axis in `latest`), else `index` (`best_r<k>/`, `eval/r<k>/`, a stacked `latest`)."""
+  return None if num_replicas == 1 else int(index)
+
+
 def best_name(replica: Optional[int] = None) -> str:
-  """The best checkpoint's directory name: `best`, or `best_r<k>` for replica k of a
-  multi-replica run."""
+  """The best checkpoint's directory name for a `disk_replica` name: `best`, or
+  `best_r<k>` for replica k of a multi-replica run."""
   return 'best' if replica is None else f'best_r{int(replica)}'
 
 
@@ -69,11 +79,13 @@ def _best_manager(path: str, read_only: bool) -> ocp.CheckpointManager:
 
 
 class WorkdirCheckpoints:
-  """The latest (for resuming) and best-on-val (for evaluation) checkpoint managers;
-  `num_replicas` > 1 keeps one best manager per replica."""
+  """The latest (for resuming) and best-on-val (for evaluation) checkpoint managers of
+  a run of `num_replicas` replicas (one best manager per replica). Trees go in and
+  come out replica-stacked (R, ...); the on-disk layout is `disk_replica`'s."""
 
   def __init__(self, workdir: str, max_to_keep: int = 2, read_only: bool = False,
                num_replicas: int = 1):
+    self.num_replicas = num_replicas
     self.latest = ocp.CheckpointManager(
         _dir(workdir, 'latest'),
         item_names=('params', 'train', 'data'),
@@ -83,39 +95,62 @@ class WorkdirCheckpoints:
         options=ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep, create=not read_only, read_only=read_only,
             cleanup_tmp_directories=not read_only))
-    names = ([best_name()] if num_replicas == 1
-             else [best_name(k) for k in range(num_replicas)])
-    self.bests = [_best_manager(_dir(workdir, n), read_only) for n in names]
+    self.bests = [_best_manager(_dir(workdir, best_name(disk_replica(k, num_replicas))),
+                                read_only) for k in range(num_replicas)]
+
+  def _stacked_on_disk(self) -> bool:
+    return disk_replica(0, self.num_replicas) is not None
 
   def save_latest(self, step: int, params, opt_state, data_state: dict[str, Any]):
+    """Saves the replica-stacked `params` and `opt_state` and the iterator state."""
+    if not self._stacked_on_disk():
+      params, opt_state = jax.tree.map(lambda x: x[0], (params, opt_state))
     self.latest.save(step, args=ocp.args.Composite(
         params=ocp.args.StandardSave(params),
         train=ocp.args.StandardSave({'opt_state': opt_state, 'step': step}),
         data=ocp.args.JsonSave(data_state)))
 
-  def save_best(self, step: int, params, metrics: dict[str, float], replica: int = 0):
-    """Saves (replica `replica`'s unstacked) `params` if `metrics[BEST_METRIC]` beats
+  def save_best(self, step: int, params, briefs: list[dict[str, float]]):
+    """Replica r's slice of the stacked `params`, if `briefs[r][BEST_METRIC]` beats
     every earlier best of that replica."""
-    self.bests[replica].save(
-        step, args=ocp.args.Composite(params=ocp.args.StandardSave(params)),
-        metrics={BEST_METRIC: float(metrics[BEST_METRIC])})
+    for r, brief in enumerate(briefs):
+      self.bests[r].save(
+          step, args=ocp.args.Composite(params=ocp.args.StandardSave(
+              jax.tree.map(lambda x: x[r], params))),
+          metrics={BEST_METRIC: float(brief[BEST_METRIC])})
 
   def latest_step(self) -> Optional[int]:
     return self.latest.latest_step()
 
-  def restore_latest(self, abstract_params, abstract_opt_state):
+  def restore_latest(self, params, opt_state):
     """Returns (step, params, opt_state, data_state) of the latest checkpoint.
 
-    `abstract_*` are pytrees of `jax.ShapeDtypeStruct` carrying the target shardings.
+    `params` and `opt_state` are replica-stacked templates (arrays or
+    `jax.ShapeDtypeStruct`s carrying their shardings); what comes back is stacked
+    and placed alike.
     """
     step = self.latest.latest_step()
-    check_params_fit(self.latest.item_metadata(step)['params'], abstract_params,
+    stacked = self._stacked_on_disk()
+
+    def on_disk(x):   # one replica: without its axis, replicated over the same mesh
+      if stacked:
+        return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
+      return jax.ShapeDtypeStruct(x.shape[1:], x.dtype,
+                                  sharding=NamedSharding(x.sharding.mesh, PartitionSpec()))
+
+    disk = jax.tree.map(on_disk, (params, opt_state))
+    check_params_fit(self.latest.item_metadata(step)['params'], disk[0],
                      os.path.join(self.latest.directory, str(step)))
     out = self.latest.restore(step, args=ocp.args.Composite(
-        params=ocp.args.StandardRestore(abstract_params),
-        train=ocp.args.StandardRestore({'opt_state': abstract_opt_state, 'step': 0}),
+        params=ocp.args.StandardRestore(disk[0]),
+        train=ocp.args.StandardRestore({'opt_state': disk[1], 'step': 0}),
         data=ocp.args.JsonRestore()))
-    return step, out['params'], out['train']['opt_state'], out['data']
+    trees = (out['params'], out['train']['opt_state'])
+    if not stacked:
+      shardings = jax.tree.map(lambda x: x.sharding, (params, opt_state))
+      trees = jax.jit(lambda t: jax.tree.map(lambda x: x[None], t),
+                      out_shardings=shardings)(trees)
+    return step, trees[0], trees[1], out['data']
 
   def wait(self):
     self.latest.wait_until_finished()
@@ -146,11 +181,13 @@ def best_metric(workdir: str, replica: Optional[int] = None) -> Optional[float]:
 
 def restore_params(workdir: str, which: str = 'best', abstract_params=None,
                    replica: Optional[int] = None):
-  """Params of `checkpoints/<which>` ('best' falls back to 'latest' when empty).
+  """One replica's params of `checkpoints/<which>` ('best' falls back to 'latest' when
+  empty), restored replicated over this process's devices.
 
-  `replica` k of a multi-replica run: its `best_r<k>`, or its slice of the stacked
-  `latest`; `abstract_params` then describes one replica's params.
-  Returns (step, params, which_used).
+  `replica` is the replica's `disk_replica` name: None in a one-replica run; k for
+  replica k of a multi-replica run (its `best_r<k>`, or its slice of the stacked
+  `latest`). `abstract_params` (one replica's shapes), when given, is compared with the
+  stored shapes first (`check_params_fit`). Returns (step, params, which_used).
   """
   order = {'best': (best_name(replica), 'latest'), 'latest': ('latest',)}[which]
   for name in order:
@@ -166,25 +203,23 @@ def restore_params(workdir: str, which: str = 'best', abstract_params=None,
     if step is None:
       mngr.close()
       continue
-    target = abstract_params
-    if target is None or (replica is not None and name == 'latest'):
-      # The saved shardings name the devices of the run that wrote the checkpoint
-      # (another process count, say); restore replicated over this process's devices.
-      target = _replicated_like(mngr.item_metadata(step)['params'])
-    try:
-      check_params_fit(mngr.item_metadata(step)['params'], target,
-                       os.path.join(path, str(step)))
-    except CheckpointMismatch:
-      mngr.close()
-      raise
-    restore = ocp.args.StandardRestore(target)
+    stored = mngr.item_metadata(step)['params']
+    sliced = replica is not None and name == 'latest'     # (R, ...) on disk
+    if abstract_params is not None:
+      try:
+        check_params_fit(jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape[1:], m.dtype),
+                                      stored) if sliced else stored,
+                         abstract_params, os.path.join(path, str(step)))
+      except CheckpointMismatch:
+        mngr.close()
+        raise
+    # The saved shardings name the devices of the run that wrote the checkpoint
+    # (another process count, say); restore replicated over this process's devices.
+    restore = ocp.args.StandardRestore(_replicated_like(stored))
     params = mngr.restore(step, args=ocp.args.Composite(params=restore))['params']
     mngr.close()
-    if replica is not None and name == 'latest':
+    if sliced:
       params = jax.tree.map(lambda x: x[replica], params)
-      if abstract_params is not None:
-        params = jax.tree.map(lambda x, a: jax.device_put(x, a.sharding), params,
-                              abstract_params)
     return step, params, name
   raise FileNotFoundError(
       f'No checkpoint under {os.path.join(workdir, "checkpoints")} '
@@ -192,7 +227,6 @@ def restore_params(workdir: str, which: str = 'best', abstract_params=None,
 
 
 def _replicated_like(metadata):
-  from jax.sharding import Mesh, NamedSharding, PartitionSpec
   sharding = NamedSharding(Mesh(jax.local_devices(), ('d',)), PartitionSpec())
   return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding),
                       metadata)

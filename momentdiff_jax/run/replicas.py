@@ -166,8 +166,9 @@ def replica_keys(config, tag: int):
 
 
 def aggregate(metrics: list[Optional[dict]], reps: list[Replica]) -> Optional[dict]:
-  """The `<split>_metrics.json` of a multi-replica run.
+  """The `<split>_metrics.json` of the replicas `reps` (their `metrics`, in order).
 
+  One replica: its own metrics object (a single run's file). Several:
   `{"brief": mean over replicas, "brief_std": sample std, "replicas": [each replica's
   metrics object with its "replica", "seed" and swept values], "groups": [per sweep
   grid point: its values, seeds, brief mean and std]}` ("groups" only with a sweep).
@@ -175,6 +176,8 @@ def aggregate(metrics: list[Optional[dict]], reps: list[Replica]) -> Optional[di
   """
   if any(m is None for m in metrics):
     return None
+  if len(metrics) == 1:
+    return metrics[0]
   mean, std = mean_std([m['brief'] for m in metrics])
   out = {'brief': mean, 'brief_std': std,
          'replicas': [{**rep.describe(), **m} for rep, m in zip(reps, metrics)]}
@@ -194,3 +197,11 @@ def format_mean_std(mean: dict, std: dict, keys=None) -> str:
   """'key mean ± std, ...' for a log line."""
   keys = keys or [k for k in mean if mean[k] is not None]
   return ', '.join(f'{k} {mean[k]:.2f} ± {std[k]:.2f}' for k in keys if mean[k] is not None)
+
+
+def format_briefs(briefs: list[dict], prefix: str = '') -> str:
+  """'key value, ...' of one replica's brief, 'key mean ± std, ...' over several
+  (keys starting with `prefix`; metrics without queries left out)."""
+  mean, std = mean_std(briefs)
+  return ', '.join(f'{k} {v:.2f}' + (f' ± {std[k]:.2f}' if len(briefs) > 1 else '')
+                   for k, v in mean.items() if k.startswith(prefix) and v is not None)

@@ -1,8 +1,10 @@
-"""The compiled training update (the sampler is `inference/sampling.py`).
+"""The compiled training update of R >= 1 replicas (the sampler is `inference/sampling.py`).
 
-A pure function of (state, batch, rng) built by closures over the model and config,
-so `train.py` can jit it once with explicit shardings over a `Mesh`.
+A pure function of (replica-stacked state, shared batch, rngs, swept values) built by
+closures over the model and config, so `train.py` can jit it once with explicit
+shardings over a `Mesh`.
 """
+import functools
 from typing import Any, Callable
 
 import flax
@@ -112,34 +114,30 @@ def loss_fn(params, model: MomentDiff, config, schedule: diffusion.Schedule,
 
 
 def make_train_step(model: MomentDiff, config, schedule: diffusion.Schedule,
-                    tx: optax.GradientTransformation) -> Callable:
-  """`train_step(state, batch, base_rng) -> (state, metrics)`; rng folded with the step."""
-
-  def train_step(state: TrainState, batch, base_rng):
-    rng = jax.random.fold_in(base_rng, state.step)
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-    (_, parts), grads = grad_fn(state.params, model, config, schedule, batch, rng)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    parts['grad_norm'] = optax.tree.norm(grads)
-    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), parts
-
-  return train_step
-
-
-def make_replica_train_step(model: MomentDiff, config, schedule: diffusion.Schedule,
-                            steps_per_epoch: int) -> Callable:
-  """`step(state, batch, base_rngs, hparams) -> (state, metrics)` for R replicas at once.
+                    steps_per_epoch: int) -> Callable:
+  """`step(state, batch, base_rngs, hparams) -> (state, metrics)` of R >= 1 replicas.
 
   `state` leaves and `base_rngs` carry a leading replica axis (R, ...); `batch` is
-  shared; `hparams` is `{swept key: (R,)}` (`replicas.hparams`). Each replica runs
-  `make_train_step` with its own seed's RNG and its swept values (traced, so the
-  optimizer, losses and diffusion see per-replica values in one program).
+  shared; `hparams` is `{swept key: (R,)}` (`replicas.hparams`; `{}` without a sweep).
+  Each replica runs `replica_step` with its own seed's RNG and its swept values
+  (traced, so the optimizer, losses and diffusion see per-replica values in one
+  program); the metrics come back as `{name: (R,)}`.
   """
+  return jax.vmap(functools.partial(replica_step, model, config, schedule, steps_per_epoch),
+                  in_axes=(0, None, 0, 0))
 
-  def one(state, batch, base_rng, hp):
-    cfg = replicas_lib.with_hparams(config, hp)
-    tx = make_optimizer(cfg, steps_per_epoch)
-    return make_train_step(model, cfg, schedule, tx)(state, batch, base_rng)
 
-  return jax.vmap(one, in_axes=(0, None, 0, 0))
+def replica_step(model: MomentDiff, config, schedule: diffusion.Schedule,
+                 steps_per_epoch: int, state: TrainState, batch, base_rng, hparams):
+  """One replica's update, the body `make_train_step` vmaps: its config is `config`
+  with `hparams`' values (`replicas.with_hparams`), its optimizer is built from that
+  config, and its RNG is `base_rng` folded with the step. Returns (state, metrics)."""
+  cfg = replicas_lib.with_hparams(config, hparams)
+  tx = make_optimizer(cfg, steps_per_epoch)
+  rng = jax.random.fold_in(base_rng, state.step)
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  (_, parts), grads = grad_fn(state.params, model, cfg, schedule, batch, rng)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  parts['grad_norm'] = optax.tree.norm(grads)
+  return TrainState(step=state.step + 1, params=params, opt_state=opt_state), parts

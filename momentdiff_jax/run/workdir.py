@@ -1,14 +1,17 @@
 """A run's workdir as the library sees it: the model a config builds, its parameters, and
 restoring both from `config.json` plus a checkpoint.
 
-Sits below `train`, `evaluation` and `predictor` (they all import it; it imports only
-the model, checkpointing and video_sources), so the import graph flows one way: entry
-points -> train / evaluation / predictor -> workdir -> checkpointing, model.
+A workdir holds R >= 1 replicas (`replicas.py`); `restore` returns them stacked on a
+leading (R,) axis, as a run holds them, whatever the on-disk layout
+(`checkpointing.disk_replica`). Sits below `train`, `evaluation` and `predictor` (they
+all import it; it imports only the model, checkpointing and video_sources), so the
+import graph flows one way: entry points -> train / evaluation / predictor -> workdir
+-> checkpointing, model.
 """
 import ast
 import json
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, NamedTuple, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -53,73 +56,86 @@ def with_dataset(config, dataset) -> ml_collections.ConfigDict:
   return config
 
 
-def eval_rng(seed: int) -> jax.Array:
-  """The sampling RNG of every evaluation of a run (periodic, final, evaluate.py)."""
-  return jax.random.fold_in(jax.random.PRNGKey(seed), 2)
-
-
-def placed(tree, sharding):
-  """Pytree of arrays or ShapeDtypeStructs -> ShapeDtypeStructs placed on `sharding`."""
-  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
-                      tree)
+def abstract_variables(config) -> dict:
+  """`{'params': ...}` of one replica as `jax.ShapeDtypeStruct`s (nothing computed)."""
+  return {'params': abstract_params(config.model, config.video_dim, config.text_dim)}
 
 
 def best_replica(workdir: str, config=None) -> int:
-  """The replica whose best checkpoint scored highest on validation (0 for one replica
-  or when no best checkpoint was written yet)."""
+  """The replica whose best checkpoint scored highest on validation (0 when no best
+  checkpoint was written yet)."""
   config = config or checkpointing.load_config(workdir)
   n = replicas_lib.num_replicas(config)
-  if n == 1:
-    return 0
-  scores = [checkpointing.best_metric(workdir, k) for k in range(n)]
+  scores = [checkpointing.best_metric(workdir, checkpointing.disk_replica(k, n))
+            for k in range(n)]
   known = [(s, -k) for k, s in enumerate(scores) if s is not None]
   return -max(known)[1] if known else 0
 
 
-def restore_model(workdir: str, checkpoint: str = 'best', sharding=None, config=None,
-                  replica: Optional[int] = None):
-  """A workdir's (config, model, params, step, which checkpoint was used).
+class Restored(NamedTuple):
+  """Replicas read back from a workdir; `params` stacked (R, ...) as numpy arrays."""
+  config: ml_collections.ConfigDict
+  model: MomentDiff
+  params: Any
+  steps: List[int]      # each replica's checkpoint step
+  used: List[str]       # each replica's checkpoint directory name
+  reps: List[replicas_lib.Replica]
 
-  Params are restored onto `sharding` when given (e.g. replicated over a mesh), else
-  as orbax places them by default. `config` (default: the workdir's config.json) may
-  carry evaluation overrides (`apply_overrides`). In a multi-replica workdir, `replica`
-  picks one (default: `best_replica`) and the config returned is that replica's
-  (`replicas.replica_config`: its seed and swept values).
+
+def restore(workdir: str, checkpoint: str = 'best', config=None, replica='all') -> Restored:
+  """A workdir's replicas, stacked as a run holds them (`place` puts them on devices).
+
+  `checkpoint`: 'best' (each replica's best on validation, else the latest) or
+  'latest'. `config` (default: the workdir's config.json) may carry evaluation
+  overrides (`apply_overrides`). `replica='all'`: every replica of the run, the run's
+  config. `replica=k`: replica k alone (R = 1) with its own config
+  (`replicas.replica_config`: its seed and swept values as plain values).
+  Stored shapes that do not fit the config raise `CheckpointMismatch` naming them.
   """
   config = checkpointing.load_config(workdir) if config is None else config
-  n = replicas_lib.num_replicas(config)
-  if n > 1:
-    replica = best_replica(workdir, config) if replica is None else int(replica)
-    config = replicas_lib.replica_config(config, replica)
-  elif replica not in (None, 0):
-    raise ValueError(f'{workdir} holds one run (no replicas); got replica={replica}')
-  else:
-    replica = None
-  model = create_model(config, config.video_dim, config.text_dim)
-  abstract = {'params': abstract_params(config.model, config.video_dim, config.text_dim)}
-  if sharding is not None:
-    abstract = placed(abstract, sharding)
-  step, params, used = checkpointing.restore_params(workdir, checkpoint, abstract, replica)
-  return config, model, params, step, used
+  reps = replicas_lib.replicas(config)
+  n = len(reps)
+  if str(replica) != 'all':
+    if not 0 <= int(replica) < n:
+      raise ConfigMismatch(f'{workdir} holds {n} replica(s) (0 .. {n - 1}); '
+                           f'got replica={replica}')
+    config = replicas_lib.replica_config(config, int(replica))
+    reps = [reps[int(replica)]]
+  abstract = abstract_variables(config)
+  steps, trees, used = zip(*(checkpointing.restore_params(
+      workdir, checkpoint, abstract, checkpointing.disk_replica(r.index, n)) for r in reps))
+  stacked = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *trees)
+  return Restored(config, create_model(config, config.video_dim, config.text_dim), stacked,
+                  list(steps), list(used), reps)
 
 
-def init_from(source_workdir: str, config, info: dict, params, sharding=None, log=print):
-  """Params of `source_workdir`'s best checkpoint to start a new run from (fine-tuning).
+def place(tree, sharding):
+  """A tree of host arrays (every process holds all of it) -> global arrays on
+  `sharding`, each process putting the parts its devices own."""
+  return jax.tree.map(lambda x: jax.make_array_from_callback(x.shape, sharding,
+                                                             lambda idx: x[idx]), tree)
 
-  `params` are the new run's freshly initialized params (their shapes must match the
-  source's: same model config and input dims). The source's video feature sources are
-  matched to the new dataset's (`video_sources.align_to_dataset`): the same sources in
-  another order permute the first video projection's input rows; others stop the run.
+
+def init_from(source_workdir: str, config, info: dict, params, log=print):
+  """One replica's params, from `source_workdir`'s best checkpoint (its best replica),
+  to start a new run from (fine-tuning).
+
+  `params` are the new run's params of one replica, or their shapes (they must match
+  the source's: same model config and input dims). The source's video feature sources
+  are matched to the new dataset's (`video_sources.align_to_dataset`): the same sources
+  in another order permute the first video projection's input rows; others stop the
+  run.
   """
-  src_config, _, src, step, used = restore_model(source_workdir, 'best', sharding)
+  src = restore(source_workdir, 'best', replica=best_replica(source_workdir))
+  one = jax.tree.map(lambda x: x[0], src.params)
   try:   # "stored": the source's parameters; "config": this run's model
-    checkpointing.check_params_fit(src, params, f'init_from={source_workdir}')
+    checkpointing.check_params_fit(one, params, f'init_from={source_workdir}')
   except checkpointing.CheckpointMismatch as e:
     raise checkpointing.CheckpointMismatch(
         f'{e}\nUse the same model config and feature dims as the source workdir.') from None
-  src = video_sources.align_to_dataset(src_config, src, info, log=log)
-  log(f'Initialized from {source_workdir} ({used} checkpoint, step {step}).')
-  return src
+  one = video_sources.align_to_dataset(src.config, one, info, log=log)
+  log(f'Initialized from {source_workdir} ({src.used[0]} checkpoint, step {src.steps[0]}).')
+  return one
 
 
 class ConfigMismatch(ValueError):
@@ -256,31 +272,3 @@ def check_data_dims(config, info: Dict[str, Any], data_dir: str) -> None:
         f'the dataset {data_dir} does not fit the trained model:\n'
         f'{_fmt(diffs, "workdir", "dataset")}\n'
         'Use a dataset built from the same feature types as the training data.')
-
-
-def restore_replicas(workdir: str, checkpoint: str, config, sharding=None):
-  """Every replica's params stacked on a leading (R,) axis (each replica's best, or
-  the latest), placed on `sharding` when given. Returns (params, steps, used)."""
-  n = replicas_lib.num_replicas(config)
-  abstract = {'params': abstract_params(config.model, config.video_dim, config.text_dim)}
-  out, steps, used = [], [], []
-  for k in range(n):
-    step, params, name = checkpointing.restore_params(
-        workdir, checkpoint, None, None if n == 1 else k)
-    out.append(params)
-    steps.append(step)
-    used.append(name)
-  jax.tree.map(lambda a, x: _check_shape(a, x, workdir), abstract, out[0])
-  stacked = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *out)
-  if sharding is None:
-    return jax.tree.map(jnp.asarray, stacked), steps, used
-  # Every process holds the whole stack; each puts the parts its devices own.
-  return jax.tree.map(lambda x: jax.make_array_from_callback(x.shape, sharding,
-                                                             lambda idx: x[idx]),
-                      stacked), steps, used
-
-
-def _check_shape(abstract, x, workdir):
-  if tuple(abstract.shape) != tuple(x.shape):
-    raise ValueError(f'{workdir}: a checkpoint holds shape {x.shape} where the config '
-                     f'builds {abstract.shape}')
