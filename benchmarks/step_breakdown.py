@@ -25,6 +25,7 @@ import json
 import os
 import sys
 import time
+import types
 
 from absl import flags
 import jax
@@ -72,82 +73,97 @@ def _main():
   dev = jax.devices()[0]
   iters = args.iters or (6 if dev.platform == 'cpu' else 20)
   log = lambda s: print(s, flush=True)
-
-  config = config_base.load_config(os.path.join(ROOT, 'configs', 'charades.py'))
-  config.model.dtype = args.dtype
-  lengths = inputs.load_lengths(args.annotations, config.data.max_v_l, config.data.max_q_l)
-  batch = inputs.train_batch(np.random.default_rng(args.lv), args.batch, args.lv, lengths,
-                             config)
-  batch = jax.device_put(batch, dev)
-  model = workdir_lib.create_model(config, VIDEO_DIM, TEXT_DIM)
-  schedule = diffusion.make_schedule(config.diffusion)
-  tx = ts.make_optimizer(config, 100)
-  params = jax.jit(lambda r: workdir_lib.init_params(model, config, r, VIDEO_DIM,
-                                                     TEXT_DIM))(jax.random.PRNGKey(0))
-  rng = jax.random.PRNGKey(1)
-  k = args.num_seeds
+  setup = _setup(args, dev)
   log(f'device: {dev.device_kind} ({dev.platform}); jax {jax.__version__}; '
-      f'Lv {args.lv}, batch {args.batch}, {k} replica(s), {args.dtype}')
-
-  times, compile_s = {}, {}
-
-  # The step main.py runs (replica axis even for K = 1, as there).
-  state = replica_state(params, tx, k)
-  rngs = jax.random.split(rng, k)
-  step, compile_s['step'] = _compiled(ts.make_train_step(model, config, schedule, 100),
-                                      state, batch, rngs, {}, donate_argnums=(0,))
-  holder = [state]
-
-  def run_step():
-    holder[0], parts = step(holder[0], batch, rngs, {})
-    return parts['total']
-
-  times['step'] = _time(run_step, iters)
-
-  loss_fn = lambda p, b, r: ts.loss_fn(p, model, config, schedule, b, r)[0]
-  loss, compile_s['loss'] = _compiled(loss_fn, params, batch, rng)
-  times['loss'] = _time(lambda: loss(params, batch, rng), iters)
-  grad, compile_s['grad'] = _compiled(jax.grad(loss_fn), params, batch, rng)
-  times['grad'] = _time(lambda: grad(params, batch, rng), iters)
-
-  # Matching inputs of the shapes the loss sees: Ld layers of (B, N, 2).
-  ld, n = config.model.dec_layers, config.diffusion.num_spans
-  r = np.random.default_rng(0)
-  logits = jnp.asarray(r.standard_normal((ld, args.batch, n, 2)), jnp.float32)
-  spans = jnp.asarray(np.stack([r.uniform(0.05, 0.95, (ld, args.batch, n)),
-                                r.uniform(0.02, 0.5, (ld, args.batch, n))], -1), jnp.float32)
-  layers = ld if config.loss.aux else 1
-
-  def match_all(logits, spans, tgt, mask):
-    return [matching.match_batch(logits[i], spans[i], tgt, mask, config.matcher)
-            ['tgt_idx_for_pred'] for i in range(layers)]
-
-  match, compile_s['matching'] = _compiled(match_all, logits, spans, batch['span_targets'],
-                                           batch['span_mask'])
-  times['matching'] = _time(lambda: match(logits, spans, batch['span_targets'],
-                                          batch['span_mask']), iters)
-
-  grads = grad(params, batch, rng)
-  opt_state = tx.init(params)
-
-  def opt_fn(grads, opt_state, params):
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state
-
-  opt, compile_s['optimizer'] = _compiled(opt_fn, grads, opt_state, params)
-  times['optimizer'] = _time(lambda: opt(grads, opt_state, params), iters)
-  x = jnp.zeros((8,), jnp.float32)
-  empty, _ = _compiled(lambda x: x + 1, x)
-  times['dispatch'] = _time(lambda: empty(x), max(iters, 100))
-
+      f'Lv {args.lv}, batch {args.batch}, {args.num_seeds} replica(s), {args.dtype}')
+  times, compile_s, run_step = _time_step_and_loss(setup, args.num_seeds, iters)
+  _time_matching_and_optimizer(setup, args.batch, iters, times, compile_s)
   # Host syncs: the same steps, blocking on each step's losses vs once at the end.
   t = time.perf_counter()
   for _ in range(iters):
     float(jax.device_get(run_step()[0]))
   times['step_blocking_each'] = (time.perf_counter() - t) / iters
   times['step_blocking_once'] = _time(run_step, iters)
+  _report(args, dev, iters, times, compile_s, log)
 
-  full = times['step']
+
+def _setup(args, dev) -> types.SimpleNamespace:
+  """The Charades config at `args.dtype`, one training batch on `dev`, the model, its
+  optimizer, fresh params and a key."""
+  config = config_base.load_config(os.path.join(ROOT, 'configs', 'charades.py'))
+  config.model.dtype = args.dtype
+  lengths = inputs.load_lengths(args.annotations, config.data.max_v_l, config.data.max_q_l)
+  batch = inputs.train_batch(np.random.default_rng(args.lv), args.batch, args.lv, lengths,
+                             config)
+  model = workdir_lib.create_model(config, VIDEO_DIM, TEXT_DIM)
+  params = jax.jit(lambda r: workdir_lib.init_params(model, config, r, VIDEO_DIM,
+                                                     TEXT_DIM))(jax.random.PRNGKey(0))
+  return types.SimpleNamespace(
+      config=config, batch=jax.device_put(batch, dev), model=model, params=params,
+      schedule=diffusion.make_schedule(config.diffusion), tx=ts.make_optimizer(config, 100),
+      rng=jax.random.PRNGKey(1))
+
+
+def _time_step_and_loss(s, k: int, iters: int):
+  """The whole step of `k` replicas, the loss alone and its gradient: (times,
+  compile seconds, a function running one step)."""
+  times, compile_s = {}, {}
+  # The step main.py runs (replica axis even for K = 1, as there).
+  state = replica_state(s.params, s.tx, k)
+  rngs = jax.random.split(s.rng, k)
+  step, compile_s['step'] = _compiled(ts.make_train_step(s.model, s.config, s.schedule, 100),
+                                      state, s.batch, rngs, {}, donate_argnums=(0,))
+  holder = [state]
+
+  def run_step():
+    holder[0], parts = step(holder[0], s.batch, rngs, {})
+    return parts['total']
+
+  times['step'] = _time(run_step, iters)
+  loss_fn = lambda p, b, r: ts.loss_fn(p, s.model, s.config, s.schedule, b, r)[0]
+  loss, compile_s['loss'] = _compiled(loss_fn, s.params, s.batch, s.rng)
+  times['loss'] = _time(lambda: loss(s.params, s.batch, s.rng), iters)
+  grad, compile_s['grad'] = _compiled(jax.grad(loss_fn), s.params, s.batch, s.rng)
+  times['grad'] = _time(lambda: grad(s.params, s.batch, s.rng), iters)
+  s.grads = grad(s.params, s.batch, s.rng)
+  return times, compile_s, run_step
+
+
+def _time_matching_and_optimizer(s, batch_size: int, iters: int, times, compile_s):
+  """Hungarian matching at the loss's shapes, the optimizer update, and an empty
+  dispatch, added to `times` / `compile_s`."""
+  config = s.config
+  # Matching inputs of the shapes the loss sees: Ld layers of (B, N, 2).
+  ld, n = config.model.dec_layers, config.diffusion.num_spans
+  r = np.random.default_rng(0)
+  logits = jnp.asarray(r.standard_normal((ld, batch_size, n, 2)), jnp.float32)
+  spans = jnp.asarray(np.stack([r.uniform(0.05, 0.95, (ld, batch_size, n)),
+                                r.uniform(0.02, 0.5, (ld, batch_size, n))], -1), jnp.float32)
+  layers = ld if config.loss.aux else 1
+  tgt, mask = s.batch['span_targets'], s.batch['span_mask']
+
+  def match_all(logits, spans, tgt, mask):
+    return [matching.match_batch(logits[i], spans[i], tgt, mask, config.matcher)
+            ['tgt_idx_for_pred'] for i in range(layers)]
+
+  match, compile_s['matching'] = _compiled(match_all, logits, spans, tgt, mask)
+  times['matching'] = _time(lambda: match(logits, spans, tgt, mask), iters)
+  opt_state = s.tx.init(s.params)
+
+  def opt_fn(grads, opt_state, params):
+    updates, opt_state = s.tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+  opt, compile_s['optimizer'] = _compiled(opt_fn, s.grads, opt_state, s.params)
+  times['optimizer'] = _time(lambda: opt(s.grads, opt_state, s.params), iters)
+  x = jnp.zeros((8,), jnp.float32)
+  empty, _ = _compiled(lambda x: x + 1, x)
+  times['dispatch'] = _time(lambda: empty(x), max(iters, 100))
+
+
+def _report(args, dev, iters: int, times: dict, compile_s: dict, log):
+  """The table of parts (ms, share of the step, compile s) and `--output`'s JSON."""
+  k, full = args.num_seeds, times['step']
   log(f'{"part":22s} {"ms":>10s} {"of step":>8s} {"compile s":>10s}')
   for name, sec in times.items():
     log(f'{name:22s} {sec * 1e3:10.2f} {sec / full:8.1%} '

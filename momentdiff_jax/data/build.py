@@ -8,6 +8,7 @@ under `output`. Memory is flat in the number of queries: rows stream from the fi
 twice (check, then write) and each video is read and stored once.
 """
 import collections
+import dataclasses
 import os
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -18,13 +19,6 @@ from momentdiff_jax.common.errors import DataError
 from momentdiff_jax.data import checks
 from momentdiff_jax.data import sources
 from momentdiff_jax.data import store
-
-
-def split_train_videos(rows: List[dict], fraction: float, seed: int):
-  """Moves a fixed share of the training *videos* (not queries) to val."""
-  val_vids = pick_val_videos({r['vid'] for r in rows}, fraction, seed)
-  return ([r for r in rows if r['vid'] not in val_vids],
-          [r for r in rows if r['vid'] in val_vids])
 
 
 def pick_val_videos(vids, fraction: float, seed: int) -> set:
@@ -83,93 +77,16 @@ def build_dataset(*, train: str, test: str, video_dirs: Sequence[str],
   if feature_dtype not in store.FEATURE_DTYPES:
     raise ValueError(f'feature_dtype must be one of {store.FEATURE_DTYPES}, got '
                      f'{feature_dtype!r}')
-  stats = collections.Counter()
-  files = {'train': train, 'val': val, 'test': test}
-  val_vids = set()   # training videos moved to val (no --val): set after the first pass
-
-  def check_kw(file_split):
-    return dict(require_windows=(file_split == 'train'), tolerance=tolerance,
-                on_bad_window=on_bad_window)
-
-  def split_of(file_split, vid):
-    return 'val' if file_split == 'train' and vid in val_vids else file_split
-
-  # Per-row bookkeeping of the checking pass lives on disk (flat RSS in queries).
-  with checks.RowDB(output) as db:
-    indexes = []
-    for split, path in files.items():
-      if path is None:
-        continue
-      counts = {}
-      indexes.append(checks.check_file(path, split, max_rows, check_kw(split), text_dir,
-                                       counts, db, len(indexes)))
-      stats.update({f'{split}_{k}': v for k, v in counts.items() if v})
-    vids = {ix.split: set(ix.vid_queries) for ix in indexes}
-    if val is None:
-      val_vids.update(pick_val_videos(vids['train'], val_fraction, seed))
-      vids['train'], vids['val'] = vids['train'] - val_vids, val_vids
-      n_val = sum(indexes[0].vid_queries[v] for v in val_vids)
-      log(f'No --val given: {len(val_vids)} of the training videos ({val_fraction:.0%}, '
-          f'seed {seed}) and their {n_val} queries form the val split.')
-    for split in ('train', 'val', 'test'):
-      if not vids.get(split):
-        raise DataError(f'split {split!r} has no rows after validation')
-
-    def row_split(index, row):
-      return split_of(index.split, row['vid'])
-    checks.check_splits_disjoint(indexes, max_rows, row_split)
-    for index in indexes:
-      checks.note_duplicate_rows(index, max_rows, row_split, stats, log)
-    # Presence of every file before reading any (one error listing them all).
-    all_vids = sorted(set().union(*vids.values()))
-    sources.check_video_files(all_vids, video_dirs)
-
+  build = _Build({'train': train, 'val': val, 'test': test}, output, list(video_dirs),
+                 text_dir, clip_len, val_fraction, seed, pool_clips, tolerance,
+                 on_bad_window, max_rows, log)
+  build.check()
   video_reader = sources.VideoReader(video_dirs, normalize_video, pool_clips)
-  text_reader = sources.TextReader(text_dir, text_key)
   writer = store.DatasetWriter(output, feature_dtype=feature_dtype, overwrite=overwrite)
-  lengths = collections.defaultdict(_Stats)
-  counts = collections.Counter()
-  split_vids = collections.defaultdict(set)
-  bar = None
   with writer:
-    if progress:
-      from tqdm import tqdm
-      bar = tqdm(total=len(all_vids), desc='videos', unit='video')
-    for file_split, path in files.items():
-      if path is None:
-        continue
-      for r in checks.iter_rows(path, max_rows):
-        if not sources.validate_row(r, path, stats={}, **check_kw(file_split)):
-          continue
-        split = split_of(file_split, r['vid'])
-        r['_file'] = path
-        _add_query(writer, split, r, video_reader, text_reader, clip_len, pool_clips,
-                   video_dirs, text_dir, lengths, split_vids, bar)
-        counts[split] += 1
-    if bar is not None:
-      bar.close()
-    summary = {
-        'counts': {s: counts[s] for s in ('train', 'val', 'test')},
-        'videos': {s: len(split_vids[s]) for s in ('train', 'val', 'test')},
-        'length_stats': {k: v.summary() for k, v in sorted(lengths.items())},
-        'checks': dict(stats),
-    }
-    metadata = {
-        'clip_len': None if pool_clips else float(clip_len),
-        'pool_clips': int(pool_clips), 'normalize_video': bool(normalize_video),
-        'text_key': text_key, 'video_dims_per_dir': video_reader.dims,
-        'sources': {'train': os.path.abspath(train),
-                    'val': os.path.abspath(val) if val else None,
-                    'test': os.path.abspath(test),
-                    'video_features': [os.path.abspath(d) for d in video_dirs],
-                    'text_features': os.path.abspath(text_dir)},
-        'val_from_train': val is None, 'val_fraction': val_fraction if val is None
-        else None, 'seed': seed, 'window_tolerance_s': tolerance,
-        'on_bad_window': on_bad_window, 'summary': summary,
-        # What extracted the features (Predictor.predict_video checks its backbones).
-        'backbones': {'video': [records.read_record(d) for d in video_dirs],
-                      'text': records.read_record(text_dir)},
-    }
+    summary = build.write(writer, video_reader, sources.TextReader(text_dir, text_key),
+                          progress)
+    metadata = build.metadata(summary, video_reader.dims, text_key, normalize_video)
     writer.commit(metadata)
   log(f'Wrote {output} ({writer.num_videos} videos stored once, features as '
       f'{feature_dtype})')
@@ -179,9 +96,121 @@ def build_dataset(*, train: str, test: str, video_dirs: Sequence[str],
     log(f'  {k}: {v}')
   log(f'  video dim {writer.video_dim} (per dir {video_reader.dims}), text dim '
       f'{writer.text_dim}, clip_len {metadata["clip_len"]}')
-  if stats:
-    log(f'  window/row checks: {dict(stats)}')
+  if build.stats:
+    log(f'  window/row checks: {dict(build.stats)}')
   return summary
+
+
+@dataclasses.dataclass
+class _Build:
+  """One build's settings and what its checking pass learns for the writing pass."""
+  files: Dict[str, Optional[str]]     # split -> annotation file (no val: None)
+  output: str
+  video_dirs: List[str]
+  text_dir: str
+  clip_len: float
+  val_fraction: float
+  seed: int
+  pool_clips: int
+  tolerance: float
+  on_bad_window: str
+  max_rows: int
+  log: Callable[[str], None]
+  stats: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+  val_vids: set = dataclasses.field(default_factory=set)   # train videos moved to val
+  all_vids: List[str] = dataclasses.field(default_factory=list)
+
+  def check_kw(self, file_split: str) -> dict:
+    return dict(require_windows=(file_split == 'train'), tolerance=self.tolerance,
+                on_bad_window=self.on_bad_window)
+
+  def split_of(self, file_split: str, vid) -> str:
+    return 'val' if file_split == 'train' and vid in self.val_vids else file_split
+
+  def _given(self):
+    return [(split, path) for split, path in self.files.items() if path is not None]
+
+  def check(self):
+    """The first pass: every row checked, val taken from train when no val file is
+    given, splits disjoint, duplicates noted, every feature file present (none read)."""
+    # Per-row bookkeeping of the checking pass lives on disk (flat RSS in queries).
+    with checks.RowDB(self.output) as db:
+      indexes = []
+      for split, path in self._given():
+        counts = {}
+        indexes.append(checks.check_file(path, split, self.max_rows, self.check_kw(split),
+                                         self.text_dir, counts, db, len(indexes)))
+        self.stats.update({f'{split}_{k}': v for k, v in counts.items() if v})
+      vids = {ix.split: set(ix.vid_queries) for ix in indexes}
+      if self.files['val'] is None:
+        self.val_vids.update(pick_val_videos(vids['train'], self.val_fraction, self.seed))
+        vids['train'], vids['val'] = vids['train'] - self.val_vids, self.val_vids
+        n_val = sum(indexes[0].vid_queries[v] for v in self.val_vids)
+        self.log(f'No --val given: {len(self.val_vids)} of the training videos '
+                 f'({self.val_fraction:.0%}, seed {self.seed}) and their {n_val} queries '
+                 'form the val split.')
+      for split in ('train', 'val', 'test'):
+        if not vids.get(split):
+          raise DataError(f'split {split!r} has no rows after validation')
+
+      def row_split(index, row):
+        return self.split_of(index.split, row['vid'])
+      checks.check_splits_disjoint(indexes, self.max_rows, row_split)
+      for index in indexes:
+        checks.note_duplicate_rows(index, self.max_rows, row_split, self.stats, self.log)
+    # Presence of every file before reading any (one error listing them all).
+    self.all_vids = sorted(set().union(*vids.values()))
+    sources.check_video_files(self.all_vids, self.video_dirs)
+
+  def write(self, writer, video_reader, text_reader, progress: bool) -> dict:
+    """The second pass: each checked row's video (once) and query into `writer`.
+    Returns the summary: counts, videos and length statistics per split, checks."""
+    lengths = collections.defaultdict(_Stats)
+    counts = collections.Counter()
+    split_vids = collections.defaultdict(set)
+    bar = None
+    if progress:
+      from tqdm import tqdm
+      bar = tqdm(total=len(self.all_vids), desc='videos', unit='video')
+    for file_split, path in self._given():
+      for r in checks.iter_rows(path, self.max_rows):
+        if not sources.validate_row(r, path, stats={}, **self.check_kw(file_split)):
+          continue
+        split = self.split_of(file_split, r['vid'])
+        r['_file'] = path
+        _add_query(writer, split, r, video_reader, text_reader, self.clip_len,
+                   self.pool_clips, self.video_dirs, self.text_dir, lengths, split_vids, bar)
+        counts[split] += 1
+    if bar is not None:
+      bar.close()
+    return {
+        'counts': {s: counts[s] for s in ('train', 'val', 'test')},
+        'videos': {s: len(split_vids[s]) for s in ('train', 'val', 'test')},
+        'length_stats': {k: v.summary() for k, v in sorted(lengths.items())},
+        'checks': dict(self.stats),
+    }
+
+  def metadata(self, summary: dict, video_dims: list, text_key: str,
+               normalize_video: bool) -> dict:
+    """The dataset's metadata.json."""
+    val = self.files['val']
+    return {
+        'clip_len': None if self.pool_clips else float(self.clip_len),
+        'pool_clips': int(self.pool_clips), 'normalize_video': bool(normalize_video),
+        'text_key': text_key, 'video_dims_per_dir': video_dims,
+        'sources': {'train': os.path.abspath(self.files['train']),
+                    'val': os.path.abspath(val) if val else None,
+                    'test': os.path.abspath(self.files['test']),
+                    'video_features': [os.path.abspath(d) for d in self.video_dirs],
+                    'text_features': os.path.abspath(self.text_dir)},
+        'val_from_train': val is None,
+        'val_fraction': self.val_fraction if val is None else None, 'seed': self.seed,
+        'window_tolerance_s': self.tolerance, 'on_bad_window': self.on_bad_window,
+        'summary': summary,
+        # What extracted the features (Predictor.predict_video checks its backbones).
+        'backbones': {'video': [records.read_record(d) for d in self.video_dirs],
+                      'text': records.read_record(self.text_dir)},
+    }
 
 
 def _add_query(writer, split, r, video_reader, text_reader, clip_len, pool_clips,

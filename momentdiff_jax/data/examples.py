@@ -194,11 +194,3 @@ def gather_features(reader, part: Dict[str, np.ndarray], data_cfg) -> Dict[str, 
     video[:, :, dv + 1] = (st + np.float32(1.0) / n) * mask
   batch['video_feat'], batch['query_feat'] = video, query
   return batch
-
-
-def load_batch(reader, indices, length: int, data_cfg, rngs, train: bool,
-               example_mask=None, out_indices=None) -> Dict[str, np.ndarray]:
-  """Examples `indices` of a `store.SplitReader` as one padded batch (both stages)."""
-  part = plan_batch(reader, indices, length, data_cfg, rngs, train, example_mask,
-                    out_indices)
-  return gather_features(reader, part, data_cfg)
