@@ -38,6 +38,9 @@ setup(
         'absl-py>=2.0',
         'filelock>=3.0',   # JAX's lock on the shared persistent compilation cache
         'etils>=1.7',
+        # clu's MetricWriter interface and periodic actions without TensorFlow (the
+        # metrics.jsonl writer, train.py's log / validation / checkpoint triggers).
+        'jax-loop-utils>=0.0.14',
         'tqdm>=4.66',
         'matplotlib>=3.8',
         'av>=12.0',
