@@ -8,7 +8,7 @@ setup(
     # The demo page's HTML, JS and CSS; the accuracy benchmark's annotation table
     # (CC BY-NC-SA 4.0, see its README).
     package_data={'momentdiff_jax.demo': ['static/*'], 'momentdiff_jax.data': ['tables/*']},
-    python_requires='>=3.10',
+    python_requires='>=3.11',
     # Each command's `main(argv=None) -> int`; `python main.py`, `python evaluate.py`,
     # `python predict.py` and `python data_prep/*.py` call the same functions.
     entry_points={
