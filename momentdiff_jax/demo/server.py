@@ -20,27 +20,13 @@ STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'static')
 
 def create_app(service):
   """The FastAPI app over a `service.DemoService`."""
-  from fastapi import FastAPI, File, Form, HTTPException, UploadFile  # pylint: disable=g-import-not-at-top
-  from fastapi.responses import FileResponse, JSONResponse, Response  # pylint: disable=g-import-not-at-top
+  from fastapi import FastAPI  # pylint: disable=g-import-not-at-top
+  from fastapi.responses import FileResponse  # pylint: disable=g-import-not-at-top
   from fastapi.staticfiles import StaticFiles  # pylint: disable=g-import-not-at-top
-  from momentdiff_jax.demo.service import InputError  # pylint: disable=g-import-not-at-top
 
   api = FastAPI(title='momentdiff-jax demo', docs_url=None, redoc_url=None)
   api.mount('/static', StaticFiles(directory=STATIC), name='static')
-
-  @api.exception_handler(ValueError)      # InputError, VideoError, the Predictor's checks
-  def bad_input(request, exc):  # pylint: disable=unused-argument
-    return JSONResponse({'detail': str(exc)}, status_code=400)
-
-  @api.exception_handler(Exception)
-  def failed(request, exc):  # pylint: disable=unused-argument
-    return JSONResponse({'detail': f'{type(exc).__name__}: {exc}'}, status_code=500)
-
-  def entry(vid):
-    try:
-      return service.entry(vid)
-    except KeyError:
-      raise HTTPException(404, f'no video {vid!r} on this server (restarted?)') from None
+  _add_error_handlers(api)
 
   @api.get('/')
   def index():
@@ -50,20 +36,58 @@ def create_app(service):
   def info():
     return service.info()
 
+  _add_input_routes(api, service)
+  _add_video_routes(api, service)
+  return api
+
+
+def _add_error_handlers(api) -> None:
+  """Errors as {"detail": message}: 400 for bad input, 500 for the rest."""
+  from fastapi.responses import JSONResponse  # pylint: disable=g-import-not-at-top
+
+  @api.exception_handler(ValueError)      # InputError, VideoError, the Predictor's checks
+  def bad_input(request, exc):  # pylint: disable=unused-argument
+    return JSONResponse({'detail': str(exc)}, status_code=400)
+
+  @api.exception_handler(Exception)
+  def failed(request, exc):  # pylint: disable=unused-argument
+    return JSONResponse({'detail': f'{type(exc).__name__}: {exc}'}, status_code=500)
+
+
+def _entry(service, vid: str):
+  """The service's entry of `vid`, or 404."""
+  from fastapi import HTTPException  # pylint: disable=g-import-not-at-top
+  try:
+    return service.entry(vid)
+  except KeyError:
+    raise HTTPException(404, f'no video {vid!r} on this server (restarted?)') from None
+
+
+def _add_uploaded(service, named, duration: Optional[str]):
+  """Uploaded [(file name, bytes)]: feature files (+ duration) or one video -> its entry."""
+  from momentdiff_jax.demo.service import InputError  # pylint: disable=g-import-not-at-top
+  if not named:
+    raise InputError('no file given')
+  if all(n.lower().endswith(('.npz', '.npy')) for n, _ in named):
+    try:
+      dur = float(duration) if duration not in (None, '') else None
+    except ValueError:
+      raise InputError(f'duration must be a number of seconds, got {duration!r}') from None
+    return service.add_feature_files(named, dur)
+  if len(named) != 1:
+    raise InputError('give one video file')
+  return service.add_video_file(*named[0])
+
+
+def _add_input_routes(api, service) -> None:
+  """The routes that add a video: an upload, a pick from the library or synthetic."""
+  from fastapi import File, Form, UploadFile  # pylint: disable=g-import-not-at-top
+  from momentdiff_jax.demo.service import InputError  # pylint: disable=g-import-not-at-top
+
   @api.post('/api/videos')
   def upload(files: List[UploadFile] = File(...), duration: Optional[str] = Form(None)):
     named = [(f.filename or 'upload', f.file.read()) for f in files]
-    if not named:
-      raise InputError('no file given')
-    if all(n.lower().endswith(('.npz', '.npy')) for n, _ in named):
-      try:
-        dur = float(duration) if duration not in (None, '') else None
-      except ValueError:
-        raise InputError(f'duration must be a number of seconds, got {duration!r}') from None
-      return service.add_feature_files(named, dur).status()
-    if len(named) != 1:
-      raise InputError('give one video file')
-    return service.add_video_file(*named[0]).status()
+    return _add_uploaded(service, named, duration).status()
 
   @api.post('/api/pick')
   def pick(body: dict):
@@ -74,20 +98,26 @@ def create_app(service):
       return service.add_library_video(name).status()
     raise InputError(f'unknown source {source!r}')
 
+
+def _add_video_routes(api, service) -> None:
+  """The routes of one added video: its state, media, thumbnails and queries."""
+  from fastapi import File, Form, HTTPException, UploadFile  # pylint: disable=g-import-not-at-top
+  from fastapi.responses import FileResponse, Response  # pylint: disable=g-import-not-at-top
+
   @api.get('/api/videos/{vid}')
   def status(vid: str):
-    return entry(vid).status()
+    return _entry(service, vid).status()
 
   @api.get('/api/videos/{vid}/media')
   def media(vid: str):
-    e = entry(vid)
+    e = _entry(service, vid)
     if not e.media:
       raise HTTPException(404, 'this video has no playable media (features only)')
     return FileResponse(e.media)
 
   @api.get('/api/videos/{vid}/thumb/{clip}.jpg')
   def thumb(vid: str, clip: int):
-    e = entry(vid)
+    e = _entry(service, vid)
     if not 0 <= clip < len(e.thumbs):
       raise HTTPException(404, f'no thumbnail {clip}')
     return Response(e.thumbs[clip], media_type='image/jpeg')
@@ -98,10 +128,8 @@ def create_app(service):
     qf = None
     if query_file is not None and query_file.filename:
       qf = (query_file.filename, query_file.file.read())
-    entry(vid)
+    _entry(service, vid)
     return service.query(vid, query, top_k, qf)
-
-  return api
 
 
 def build_service(workdir: str, clip_weights=None, slowfast_weights=None, videos=None,

@@ -94,14 +94,118 @@ class _Pending:
     return parts
 
 
-def extract_videos(videos: Sequence[Tuple[str, str]], output: str, enc: bb.Encoders,
-                   clip_len: float, num_workers: int = 2, chunk: int = 16,
-                   overwrite: bool = False, progress: bool = True,
-                   log: Callable[[str], None] = print, write_records: bool = True) -> dict:
-  """Writes `output/<backbone dir>/<vid>.npz` for every video; returns a summary dict
-  {'written', 'skipped', 'failed': [[path, reason], ...], 'failed_vids', 'clips',
-  'seconds'}. `write_records=False` (one shard of several): existing records are
-  checked, none written (the finalizing step writes them)."""
+class _Scheduler:
+  """One `extract_videos` run: decoded clip chunks -> full encoder batches -> one
+  feature file per video.
+
+  A few videos decode at a time (`num_workers` threads, one more queued so no thread
+  idles); their chunks arrive on one queue in any interleaving, so each chunk keeps its
+  (vid, backbone, order) to be put back in place. A video's files are written once it
+  is decoded and none of its chunks waits for a batch.
+  """
+
+  def __init__(self, enc: bb.Encoders, todo: Sequence[Tuple[str, str]], clip_len: float,
+               num_workers: int, chunk: int, out_path: Callable[[str, str], str], bar):
+    self.enc, self.clip_len, self.chunk, self.out_path, self.bar = (
+        enc, clip_len, chunk, out_path, bar)
+    self.workers = max(1, num_workers)
+    self.q: queue.Queue = queue.Queue(maxsize=4 * self.workers * len(enc.names))
+    self.paths = dict(todo)
+    self.remaining = collections.deque(todo)
+    self.in_flight = set()
+    # vid -> backbone -> order -> (n, D)
+    self.feats: Dict[str, Dict[int, Dict[int, np.ndarray]]] = {}
+    self.order = {}                                  # (vid, backbone) -> next order
+    self.waiting = collections.Counter()             # vid -> clip chunks not encoded
+    self.done, self.failed, self.written = set(), [], 0
+    self.pending = [_Pending() for _ in enc.names]
+    self.n_clips = collections.Counter()
+    self.pool = None
+
+  def run(self) -> None:
+    """Decodes, encodes and writes every video of `todo`; failures go to `failed`."""
+    self.pool = concurrent.futures.ThreadPoolExecutor(self.workers)
+    try:
+      self.submit()
+      while self.in_flight or self.done:
+        if not self.in_flight:          # only encodes left: flush partial batches
+          for i in range(len(self.enc.names)):
+            self.run_batch(i)
+        else:
+          self.receive(*self.q.get())
+        self.finish_ready()
+    finally:
+      self.pool.shutdown(wait=True, cancel_futures=True)
+      if self.bar is not None:
+        self.bar.close()
+
+  def submit(self) -> None:
+    while self.remaining and len(self.in_flight) < self.workers + 1:
+      vid, path = self.remaining.popleft()
+      self.in_flight.add(vid)
+      self.feats[vid] = {i: {} for i in range(len(self.enc.names))}
+      self.pool.submit(_decode_worker, self.enc, vid, path, self.clip_len, self.q,
+                       self.chunk)
+
+  def receive(self, kind: str, vid: str, i: Optional[int], payload) -> None:
+    """One message of `_decode_worker`: ('clips', vid, backbone, (n, ...) clips),
+    ('done', vid, None, None) or ('error', vid, None, reason)."""
+    if kind == 'clips':
+      o = self.order.get((vid, i), 0)
+      self.order[(vid, i)] = o + 1
+      self.pending[i].add(vid, o, payload)
+      self.waiting[vid] += 1
+      if self.pending[i].count >= self.enc.batch(self.enc.names[i]):
+        self.run_batch(i)
+      return
+    self.in_flight.discard(vid)
+    if kind == 'done':
+      self.done.add(vid)
+    else:
+      self.fail(vid, payload)
+    self.submit()
+
+  def fail(self, vid: str, reason: str) -> None:
+    self.failed.append([self.paths[vid], reason])
+    for p in self.pending:              # drop its clips still waiting
+      p.parts = [x for x in p.parts if x[0] != vid]
+      p.count = sum(len(x[2]) for x in p.parts)
+    self.feats.pop(vid, None)
+    self.waiting.pop(vid, None)
+    if self.bar is not None:
+      self.bar.update(1)
+
+  def run_batch(self, i: int) -> None:
+    """Encodes the waiting clips of backbone i (one batch, several videos)."""
+    parts = self.pending[i].take_all()
+    if not parts:
+      return
+    y = self.enc.encode(self.enc.names[i], np.concatenate([a for _, _, a in parts]))
+    s = 0
+    for vid, o, a in parts:
+      if vid in self.feats:
+        self.feats[vid][i][o] = y[s:s + len(a)]
+      s += len(a)
+      self.waiting[vid] -= 1
+    self.n_clips[self.enc.names[i]] += s
+
+  def finish_ready(self) -> None:
+    """Writes the files of the decoded videos none of whose clips wait for a batch."""
+    for vid in [v for v in self.done if self.waiting[v] == 0]:
+      self.done.discard(vid)
+      for i, n in enumerate(self.enc.names):
+        parts = self.feats[vid][i]
+        arr = np.concatenate([parts[o] for o in sorted(parts)]).astype(np.float32)
+        atomic_savez(self.out_path(n, vid), features=arr)
+      del self.feats[vid]
+      self.written += 1
+      if self.bar is not None:
+        self.bar.update(1)
+
+
+def _feature_dirs(output: str, enc: bb.Encoders, clip_len: float,
+                  write_records: bool) -> Dict[str, str]:
+  """{backbone: output/<its dir>}, each made, its record written or checked."""
   dirs = {n: os.path.join(output, bb.FEATURE_DIRS[n]) for n in enc.names}
   for n in enc.names:
     rec = dict(enc.records[n], clip_len=float(clip_len))
@@ -110,6 +214,25 @@ def extract_videos(videos: Sequence[Tuple[str, str]], output: str, enc: bb.Encod
     else:
       records.check_manifest(dirs[n], rec)
       os.makedirs(dirs[n], exist_ok=True)
+  return dirs
+
+
+def _log_failed(failed: List[List[str]], log: Callable[[str], None]) -> None:
+  if failed:
+    log(f'{len(failed)} videos failed (no feature file written):')
+    for p, why in failed:
+      log(f'  {why}' if why.startswith(p) else f'  {p}: {why}')
+
+
+def extract_videos(videos: Sequence[Tuple[str, str]], output: str, enc: bb.Encoders,
+                   clip_len: float, num_workers: int = 2, chunk: int = 16,
+                   overwrite: bool = False, progress: bool = True,
+                   log: Callable[[str], None] = print, write_records: bool = True) -> dict:
+  """Writes `output/<backbone dir>/<vid>.npz` for every video; returns a summary dict
+  {'written', 'skipped', 'failed': [[path, reason], ...], 'failed_vids', 'clips',
+  'seconds'}. `write_records=False` (one shard of several): existing records are
+  checked, none written (the finalizing step writes them)."""
+  dirs = _feature_dirs(output, enc, clip_len, write_records)
 
   def out_path(n, vid):
     return os.path.join(dirs[n], f'{vid}.npz')
@@ -123,99 +246,17 @@ def extract_videos(videos: Sequence[Tuple[str, str]], output: str, enc: bb.Encod
   if progress and todo:
     from tqdm import tqdm
     bar = tqdm(total=len(todo), desc='videos', unit='video')
-
-  q: queue.Queue = queue.Queue(maxsize=4 * max(1, num_workers) * len(enc.names))
-  pool = concurrent.futures.ThreadPoolExecutor(max(1, num_workers))
-  paths = dict(todo)
-  remaining = collections.deque(todo)
-  in_flight = set()
-  feats: Dict[str, Dict[int, Dict[int, np.ndarray]]] = {}  # vid -> backbone -> order -> (n, D)
-  order = {}                                              # (vid, backbone) -> next order
-  waiting = collections.Counter()                         # vid -> clip chunks not encoded
-  done, failed, written = set(), [], 0
-  pending = [_Pending() for _ in enc.names]
-  n_clips = collections.Counter()
   t0 = time.time()
-
-  def submit():
-    while remaining and len(in_flight) < max(1, num_workers) + 1:
-      vid, path = remaining.popleft()
-      in_flight.add(vid)
-      feats[vid] = {i: {} for i in range(len(enc.names))}
-      pool.submit(_decode_worker, enc, vid, path, clip_len, q, chunk)
-
-  def run_batch(i):
-    parts = pending[i].take_all()
-    if not parts:
-      return
-    y = enc.encode(enc.names[i], np.concatenate([a for _, _, a in parts]))
-    s = 0
-    for vid, o, a in parts:
-      if vid in feats:
-        feats[vid][i][o] = y[s:s + len(a)]
-      s += len(a)
-      waiting[vid] -= 1
-    n_clips[enc.names[i]] += s
-
-  def finish_ready():
-    nonlocal written
-    for vid in [v for v in done if waiting[v] == 0]:
-      done.discard(vid)
-      for i, n in enumerate(enc.names):
-        parts = feats[vid][i]
-        arr = np.concatenate([parts[o] for o in sorted(parts)]).astype(np.float32)
-        atomic_savez(out_path(n, vid), features=arr)
-      del feats[vid]
-      written += 1
-      if bar is not None:
-        bar.update(1)
-
-  try:
-    submit()
-    while in_flight or done:
-      if not in_flight:                 # only encodes left: flush partial batches
-        for i in range(len(enc.names)):
-          run_batch(i)
-        finish_ready()
-        continue
-      kind, vid, i, payload = q.get()
-      if kind == 'clips':
-        o = order.get((vid, i), 0)
-        order[(vid, i)] = o + 1
-        pending[i].add(vid, o, payload)
-        waiting[vid] += 1
-        if pending[i].count >= enc.batch(enc.names[i]):
-          run_batch(i)
-      else:
-        in_flight.discard(vid)
-        if kind == 'done':
-          done.add(vid)
-        else:
-          failed.append([paths[vid], payload])
-          for p in pending:               # drop its clips still waiting
-            p.parts = [x for x in p.parts if x[0] != vid]
-            p.count = sum(len(x[2]) for x in p.parts)
-          feats.pop(vid, None)
-          waiting.pop(vid, None)
-          if bar is not None:
-            bar.update(1)
-        submit()
-      finish_ready()
-  finally:
-    pool.shutdown(wait=True, cancel_futures=True)
-    if bar is not None:
-      bar.close()
+  run = _Scheduler(enc, todo, clip_len, num_workers, chunk, out_path, bar)
+  run.run()
   secs = time.time() - t0
   by_path = {p: v for v, p in videos}
-  summary = {'written': written, 'skipped': skipped, 'failed': failed,
-             'failed_vids': sorted(by_path[p] for p, _ in failed),
-             'clips': dict(n_clips), 'seconds': round(secs, 2)}
-  log(f'Wrote features of {written} videos to {output} in {secs:.1f} s '
-      f'(clips: {dict(n_clips)})')
-  if failed:
-    log(f'{len(failed)} videos failed (no feature file written):')
-    for p, why in failed:
-      log(f'  {why}' if why.startswith(p) else f'  {p}: {why}')
+  summary = {'written': run.written, 'skipped': skipped, 'failed': run.failed,
+             'failed_vids': sorted(by_path[p] for p, _ in run.failed),
+             'clips': dict(run.n_clips), 'seconds': round(secs, 2)}
+  log(f'Wrote features of {run.written} videos to {output} in {secs:.1f} s '
+      f'(clips: {dict(run.n_clips)})')
+  _log_failed(run.failed, log)
   return summary
 
 
