@@ -17,8 +17,10 @@ per replica; with a list of K, each K in turn and its ratios to the first K, mea
 the same run: `by_num_seeds` in the JSON); inference queries/s for sampling steps 1, 2, 10, 50, 100 (the condition
 and the decoder keys/values computed once per query, the scan only runs the N_r
 rows); FLOPs per train example and per query from XLA's cost analysis and the
-achieved GFLOP/s next to the roof (`--roof_gflops`, ~210 on a 2-core CPU); peak
-memory (device memory_stats on accelerators, process RSS on CPU).
+achieved GFLOP/s next to this machine's roof (one large matmul, measured in the same
+run); peak memory (device memory_stats on accelerators, process RSS on CPU).
+The authors' release is timed by release_speed.py; against_release.py runs both
+alternately and reports ratios measured in one run.
 """
 import functools
 import json
@@ -45,9 +47,6 @@ from momentdiff_jax.run import workdir as workdir_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VIDEO_DIM, TEXT_DIM = 2818, 512
-RELEASE = {'train_examples_per_s': 30.0, 'infer_queries_per_s': {'10': 63.0, '50': 13.0},
-           'train_gflop_per_example_at_80_clips': 3.8,
-           'infer_gflop_per_query': {'10': 2.1, '50': 8.2}}
 
 
 def _flops(compiled) -> float:
@@ -240,9 +239,6 @@ flags.DEFINE_string('device_counts', '',
 flags.DEFINE_string('parts', 'infer,train',
                     'What to measure, in this order (a GPU compiles the train step for ~40 s '
                     'per bucket: put the part you need first).', flag_values=FLAGS)
-flags.DEFINE_float('roof_gflops', 210.0,
-                   'Roof printed beside the achieved GFLOP/s (a large fp32 matmul).',
-                   flag_values=FLAGS)
 flags.DEFINE_string('annotations', None,
                     'Dir of Charades-STA annotation files to take the lengths from '
                     '(default: the shipped table, benchmarks/data/charades_sta_lengths.json).',
@@ -317,14 +313,13 @@ def bench_devices(model, config, devices, mixes, lengths, args, log, roof) -> di
                                         lengths, args, log, k)
         log(f'  train {tr["examples_per_s"]:.1f} ex/s summed over {k} replica(s), '
             f'step {tr["step_s"] * 1e3:.1f} ms ({tr["step_s_per_replica"] * 1e3:.1f} ms '
-            f'per replica) (release CPU: 30), '
+            f'per replica), '
             f'{tr["gflop_per_example"]:.2f} GFLOP/ex, {tr["gflops"]:.0f} GFLOP/s '
             f'(matmul roof {roof:.0f} per device); compile {tr["compile_s"]:.1f}s')
   if len(by_k) > 1:
     add_ratios(by_k, args.seeds_list, log)
   mem, mem_kind = peak_memory_bytes(devices)
-  log('  infer ' + ', '.join(f'{k} steps {v:.0f} q/s' for k, v in inf['queries_per_s'].items())
-      + ' (release CPU: 10 steps 63, 50 steps 13)')
+  log('  infer ' + ', '.join(f'{k} steps {v:.0f} q/s' for k, v in inf['queries_per_s'].items()))
   log(f'  peak memory {mem / 2**20:.0f} MiB ({mem_kind})')
   return dict(train=tr, infer=inf, peak_memory_bytes=mem, peak_memory_kind=mem_kind,
               by_num_seeds=by_k)
@@ -358,7 +353,6 @@ def summary(results: dict, args, run: dict) -> dict:
       'train_gflops_achieved': tr['gflops'],
       'infer_gflops_achieved': {k: inf['gflop_per_query'][k] * v
                                 for k, v in inf['queries_per_s'].items()},
-      'roof_gflops': args.roof_gflops,
       'roof_gflops_measured': run['roof'],
       'peak_memory_bytes': top['peak_memory_bytes'],
       'train_batch': args.train_batch, 'infer_batch': args.infer_batch,
@@ -366,7 +360,6 @@ def summary(results: dict, args, run: dict) -> dict:
       'train_bucket_shares': {str(k): v for k, v in run['train_mix'].items()},
       'infer_bucket_shares': {str(k): v for k, v in run['infer_mix'].items()},
       'lengths_source': run['lengths_source'],
-      'release_cpu': RELEASE,
       'per_device_count': results,
   }
 
@@ -382,14 +375,13 @@ def _main():
   device_name = f'{len(devices)} x {devices[0].device_kind} ({devices[0].platform})'
   log(f'device: {device_name}; jax {jax.__version__}; dtype {args.dtype}; '
       f'lengths from {lengths["source"]}')
-  log(f'train batches: mean padded length {mean_padded:.1f} clips (release: 63, padded to '
-      f'the longest video); measured buckets {train_mix}; '
+  log(f'train batches: mean padded length {mean_padded:.1f} clips; measured buckets {train_mix}; '
       f'infer batch {args.infer_batch}, buckets {infer_mix}')
   model = workdir_lib.create_model(config, VIDEO_DIM, TEXT_DIM)
   roof_n = 8192 if args.accel else 2048
   roof = matmul_roof_gflops(devices[0], jnp.dtype(args.dtype), roof_n)
   log(f'roof: one {roof_n}^2 {args.dtype} matmul runs at {roof:.0f} GFLOP/s '
-      f'on one device here (the release machine: ~{args.roof_gflops:.0f})')
+      f'on one device here')
   results = {str(n): bench_devices(model, config, devices[:n], (train_mix, infer_mix),
                                    lengths, args, log, roof) for n in args.counts}
   out = summary(results, args, dict(device=device_name, roof=roof, mean_padded=mean_padded,
