@@ -19,7 +19,8 @@ Batches come from their `StartEndDataset` reading generated feature files (rando
 of the lengths speed.py uses (`speed_inputs.load_lengths`: ceil(duration) clips at 1 clip/s;
 max_v_l -1 drops the last clip, as in the release), collated by `start_end_collate`:
 training batches of random rows (DataLoader(shuffle=True)), inference batches of
-consecutive test rows (shuffle=False), each padded to its longest video.
+consecutive test rows (shuffle=False), each padded to its longest video; the timed
+batches are picked at evenly spaced quantiles of their padded length (pick_rows).
 
 Patched at run time only, the files are never edited: `torch.Tensor.cuda` returns the
 tensor (they hard-code .cuda()), `momentdiff.transformer` gets the `random` module it
@@ -143,9 +144,9 @@ def write_examples(workdir, rng, clips, query_lens, split):
                features=rng.standard_normal((n, dim)).astype(np.float16))
     np.savez(os.path.join(dirs['text'], f'qid{qid}.npz'),
              last_hidden_state=rng.standard_normal((lq, TEXT_DIM)).astype(np.float16))
-    st = rng.uniform(0, 0.7) * n
-    rows.append(dict(qid=qid, query='q', vid=vid, duration=float(n),
-                     relevant_windows=[[st, min(n, st + rng.uniform(0.1, 0.4) * n)]]))
+    st = float(rng.uniform(0, 0.7) * n)
+    ed = float(min(n, st + rng.uniform(0.1, 0.4) * n))
+    rows.append(dict(qid=qid, query='q', vid=vid, duration=float(n), relevant_windows=[[st, ed]]))
   path = os.path.join(workdir, f'{split}.jsonl')
   with open(path, 'w') as f:
     f.writelines(json.dumps(r) + '\n' for r in rows)
@@ -165,17 +166,33 @@ def release_batches(rel, opt, workdir, rng, clips, query_lens, split, batch):
           for k in range(0, len(ds), batch)]
 
 
+def _stratified(padded, n: int):
+  """Indices of `n` of the candidates at the (i + 0.5) / n quantiles of their padded length,
+  so a few timed batches stand for the whole distribution (its long tail included)."""
+  order = np.argsort(padded, kind='stable')
+  return order[((np.arange(n) + 0.5) / n * len(order)).astype(int)]
+
+
 def pick_rows(rng, lengths, args):
-  """Train rows drawn at random; test rows as consecutive runs of `infer_batch` rows."""
-  n_train = args.train_batch * (1 + args.train_iters)
-  tr = rng.choice(len(lengths['train_clips']), n_train)
-  n_chunks = len(lengths['test_clips']) // args.infer_batch
-  starts = rng.choice(n_chunks, 1 + args.infer_iters, replace=False) * args.infer_batch
-  te = np.concatenate([np.arange(s, s + args.infer_batch) for s in starts])
-  # At least 2 clips: the release drops the last one.
-  clip = lambda c: np.maximum(c, 2)
-  return ((clip(lengths['train_clips'][tr]), lengths['train_query_len'][tr]),
-          (clip(lengths['test_clips'][te]), lengths['test_query_len'][te]))
+  """Rows of the warm-up batch then of the timed ones, and each pool's mean padded length.
+
+  Training batches are random rows (DataLoader(shuffle=True)): 2,000 candidate batches,
+  the timed ones at quantiles of their padded length. Inference batches are consecutive
+  test rows (shuffle=False): every such batch of the test file is a candidate. A video of
+  c clips is padded as c - 1 (max_v_l -1 drops the last clip); at least 2 clips.
+  """
+  tr_clips, te_clips = (np.maximum(lengths[k], 2) for k in ('train_clips', 'test_clips'))
+  cand = rng.choice(len(tr_clips), (2000, args.train_batch))
+  tr_pad = tr_clips[cand].max(1) - 1
+  tr_pick = np.concatenate([_stratified(tr_pad, 1), _stratified(tr_pad, args.train_iters)])
+  n_chunks = len(te_clips) // args.infer_batch
+  chunks = np.arange(n_chunks)[:, None] * args.infer_batch + np.arange(args.infer_batch)
+  te_pad = te_clips[chunks].max(1) - 1
+  te_pick = np.concatenate([_stratified(te_pad, 1), _stratified(te_pad, args.infer_iters)])
+  tr, te = cand[tr_pick].ravel(), chunks[te_pick].ravel()
+  return ((tr_clips[tr], lengths['train_query_len'][tr]),
+          (te_clips[te], lengths['test_query_len'][te]),
+          (float(tr_pad.mean()), float(te_pad.mean())))
 
 
 def matmul_gflops(torch, n=2048, iters=5):
@@ -200,21 +217,22 @@ def time_train(rel, torch, opt, model, criterion, optimizer, batches, log):
   return times[1:]
 
 
-def time_infer(rel, torch, opt, model, batches, steps, log):
-  """Seconds per model(None, ...) call at `steps` DDIM steps; the first is a warm-up."""
+def time_infer(rel, torch, opt, model, batches, steps, log, warm_up: bool):
+  """Seconds per model(None, ...) call at `steps` DDIM steps on batches[1:]; batches[0]
+  is a warm-up call when `warm_up` (the first step count), else skipped."""
   model.eval()
   model.transformer.sampling_timesteps = steps
   times = []
   with torch.no_grad():
-    for i, b in enumerate(batches):
+    for i, b in enumerate(batches if warm_up else batches[1:]):
       inputs, _ = rel.data.prepare_batch_inputs(b[1], opt.device, non_blocking=False)
       t = time.perf_counter()
       out = model(None, **inputs)
       float(out['pred_spans'].sum())
       times.append(time.perf_counter() - t)
-  log(f'  infer {steps:3d} steps: calls {", ".join(f"{s:.3f}" for s in times)} s '
-      f'(first: warm-up)')
-  return times[1:]
+  log(f'  infer {steps:3d} steps: calls {", ".join(f"{s:.3f}" for s in times)} s'
+      + (' (first: warm-up)' if warm_up else ''))
+  return times[1:] if warm_up else times
 
 
 def main():
@@ -224,8 +242,8 @@ def main():
   ap.add_argument('--train_batch', type=int, default=32)
   ap.add_argument('--infer_batch', type=int, default=64)
   ap.add_argument('--steps', default='10,50', help='DDIM step counts to time.')
-  ap.add_argument('--train_iters', type=int, default=5, help='Timed train batches.')
-  ap.add_argument('--infer_iters', type=int, default=2, help='Timed calls per step count.')
+  ap.add_argument('--train_iters', type=int, default=8, help='Timed train batches.')
+  ap.add_argument('--infer_iters', type=int, default=3, help='Timed calls per step count.')
   ap.add_argument('--seed', type=int, default=0)
   ap.add_argument('--tiny', action='store_true',
                   help='Smoke run: batches of 4, one timed call each, 2 DDIM steps.')
@@ -246,7 +264,7 @@ def main():
   # No cap but the release's: max_v_l -1 keeps every clip (but the last).
   lengths = speed_inputs.load_lengths(args.annotations, 10 ** 6, 32)
   rng = np.random.default_rng(args.seed)
-  (tr_clips, tr_q), (te_clips, te_q) = pick_rows(rng, lengths, args)
+  (tr_clips, tr_q), (te_clips, te_q), pool_padded = pick_rows(rng, lengths, args)
   with tempfile.TemporaryDirectory(prefix='release_speed_') as workdir:
     opt = release_opt(rel, torch, workdir)
     rel.train.set_seed(opt.seed, use_cuda=False)
@@ -257,7 +275,8 @@ def main():
     log(f'release {path}; torch {torch.__version__}, {torch.get_num_threads()} threads; '
         f'lengths from {lengths["source"]}; 2048^2 fp32 matmul {roof:.0f} GFLOP/s')
     train_s = time_train(rel, torch, opt, model, criterion, optimizer, train_b, log)
-    infer_s = {str(s): time_infer(rel, torch, opt, model, infer_b, s, log) for s in steps}
+    infer_s = {str(s): time_infer(rel, torch, opt, model, infer_b, s, log, i == 0)
+               for i, s in enumerate(steps)}
     roof_after = matmul_gflops(torch)
   padded = lambda bs: [int(b[1]['video_feat'][0].shape[1]) for b in bs]
   step_s = float(np.mean(train_s))
@@ -279,6 +298,9 @@ def main():
       'train_padded_clips_each': padded(train_b), 'infer_padded_clips_each': padded(infer_b),
       'train_mean_padded_clips': float(np.mean(padded(train_b)[1:])),
       'infer_mean_padded_clips': float(np.mean(padded(infer_b)[1:])),
+      # What an epoch's batches average: 2,000 random training batches, every test batch.
+      'train_pool_mean_padded_clips': pool_padded[0],
+      'infer_pool_mean_padded_clips': pool_padded[1],
       'lengths_source': lengths['source'],
       'matmul_2048_gflops_torch': [roof, roof_after],   # before and after the timings
       'load_average_1min': [load_before, os.getloadavg()[0]],   # at start and end
