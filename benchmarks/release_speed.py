@@ -235,6 +235,38 @@ def time_infer(rel, torch, opt, model, batches, steps, log, warm_up: bool):
   return times[1:] if warm_up else times
 
 
+def summary(args, torch, path, lengths, train_s, infer_s, train_b, infer_b, pool_padded):
+  """The JSON figures: rates from the mean seconds per timed call, padded lengths."""
+  padded = lambda bs: [int(b[1]['video_feat'][0].shape[1]) for b in bs]
+  step_s = float(np.mean(train_s))
+  return {
+      'device': f'cpu ({torch.get_num_threads()} torch threads)',
+      'device_count': 1,
+      'framework': 'authors\' PyTorch release',
+      'torch_version': torch.__version__,
+      'threads': torch.get_num_threads(),
+      'release_dir': os.path.basename(os.path.normpath(path)),
+      'train_examples_per_s': args.train_batch / step_s,
+      'train_step_s': step_s,
+      'train_step_s_each': train_s,
+      'infer_queries_per_s': {k: args.infer_batch / float(np.mean(v))
+                              for k, v in infer_s.items()},
+      'infer_call_s_each': infer_s,
+      'train_batch': args.train_batch, 'infer_batch': args.infer_batch,
+      # Warm-up batch first; the timed ones after it.
+      'train_padded_clips_each': padded(train_b), 'infer_padded_clips_each': padded(infer_b),
+      'train_mean_padded_clips': float(np.mean(padded(train_b)[1:])),
+      'infer_mean_padded_clips': float(np.mean(padded(infer_b)[1:])),
+      # What an epoch's batches average: 2,000 random training batches, every test batch.
+      'train_pool_mean_padded_clips': pool_padded[0],
+      'infer_pool_mean_padded_clips': pool_padded[1],
+      'lengths_source': lengths['source'],
+      'measures': {'train': 'train.train_epoch on one collated batch (forward, criterion, '
+                            'backward, clip, AdamW)',
+                   'infer': 'model(None, **inputs) in eval mode, no_grad (full DDIM loop)'},
+  }
+
+
 def main():
   ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   ap.add_argument('--output', default='', help='Also write the figures as JSON here.')
@@ -278,36 +310,10 @@ def main():
     infer_s = {str(s): time_infer(rel, torch, opt, model, infer_b, s, log, i == 0)
                for i, s in enumerate(steps)}
     roof_after = matmul_gflops(torch)
-  padded = lambda bs: [int(b[1]['video_feat'][0].shape[1]) for b in bs]
-  step_s = float(np.mean(train_s))
-  out = {
-      'device': f'cpu ({torch.get_num_threads()} torch threads)',
-      'device_count': 1,
-      'framework': 'authors\' PyTorch release',
-      'torch_version': torch.__version__,
-      'threads': torch.get_num_threads(),
-      'release_dir': os.path.basename(os.path.normpath(path)),
-      'train_examples_per_s': args.train_batch / step_s,
-      'train_step_s': step_s,
-      'train_step_s_each': train_s,
-      'infer_queries_per_s': {k: args.infer_batch / float(np.mean(v))
-                              for k, v in infer_s.items()},
-      'infer_call_s_each': infer_s,
-      'train_batch': args.train_batch, 'infer_batch': args.infer_batch,
-      # Warm-up batch first; the timed ones after it.
-      'train_padded_clips_each': padded(train_b), 'infer_padded_clips_each': padded(infer_b),
-      'train_mean_padded_clips': float(np.mean(padded(train_b)[1:])),
-      'infer_mean_padded_clips': float(np.mean(padded(infer_b)[1:])),
-      # What an epoch's batches average: 2,000 random training batches, every test batch.
-      'train_pool_mean_padded_clips': pool_padded[0],
-      'infer_pool_mean_padded_clips': pool_padded[1],
-      'lengths_source': lengths['source'],
-      'matmul_2048_gflops_torch': [roof, roof_after],   # before and after the timings
-      'load_average_1min': [load_before, os.getloadavg()[0]],   # at start and end
-      'measures': {'train': 'train.train_epoch on one collated batch (forward, criterion, '
-                            'backward, clip, AdamW)',
-                   'infer': 'model(None, **inputs) in eval mode, no_grad (full DDIM loop)'},
-  }
+  out = summary(args, torch, path, lengths, train_s, infer_s, train_b, infer_b, pool_padded)
+  out.update(matmul_2048_gflops_torch=[roof, roof_after],   # before and after the timings
+             load_average_1min=[load_before, os.getloadavg()[0]])   # at start and end
+  step_s = out['train_step_s']
   log(f'release: train {out["train_examples_per_s"]:.1f} ex/s (step {step_s:.3f} s, mean '
       f'padded {out["train_mean_padded_clips"]:.1f} clips); infer ' +
       ', '.join(f'{k} steps {v:.1f} q/s' for k, v in out['infer_queries_per_s'].items()))
