@@ -2,6 +2,7 @@
 
   python benchmarks/against_release.py [--rounds=3] [--output=F.json]
       [--release_threads=2,1] [--steps=1,2,10,50,100] [--annotations=DIR]
+      [--ours_args='...'] [--release_args='...']
 
 Each round runs, as child processes one after the other, `speed.py` (ours, JAX, every
 device JAX sees) and `release_speed.py` (the authors' code from MOMENTDIFF_RELEASE_DIR,
@@ -15,7 +16,6 @@ each speed.py run; torch's by each release run) and the 1-minute load average ar
 each run. Ours reads its compiled programs back from a compile cache made in the first
 round (so its compile times are the first round's).
 """
-import argparse
 import json
 import os
 import statistics
@@ -24,8 +24,29 @@ import sys
 import tempfile
 import time
 
+from absl import flags
+
+from momentdiff_jax.common import app
+from momentdiff_jax.common import atomic
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+
+FLAGS = flags.FlagValues()
+flags.DEFINE_string('output', '', 'Write the comparison as JSON here.', flag_values=FLAGS)
+flags.DEFINE_integer('rounds', 3, 'Rounds; each runs ours and the release once per thread '
+                     'count, the order flipped every round.', flag_values=FLAGS)
+flags.DEFINE_string('release_threads', '2,1',
+                    'torch.set_num_threads of the release runs; each timed every round.',
+                    flag_values=FLAGS)
+flags.DEFINE_string('steps', '1,2,10,50,100', 'Ours: DDIM step counts.', flag_values=FLAGS)
+flags.DEFINE_string('release_steps', '10,50', 'The release: DDIM step counts.',
+                    flag_values=FLAGS)
+flags.DEFINE_string('annotations', None, 'Passed to both (Charades-STA annotation files; '
+                    'default: the shipped lengths table).', flag_values=FLAGS)
+flags.DEFINE_string('ours_args', '', 'More flags for speed.py (space-separated).',
+                    flag_values=FLAGS)
+flags.DEFINE_string('release_args', '', 'More flags for release_speed.py.', flag_values=FLAGS)
 
 
 def _median_rates(runs: list) -> dict:
@@ -84,54 +105,52 @@ def _run(cmd, env, out_path, log):
     return json.load(f), wall, load0, os.getloadavg()[0]
 
 
-def main():
-  ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  ap.add_argument('--output', default='')
-  ap.add_argument('--rounds', type=int, default=3)
-  ap.add_argument('--release_threads', default='2,1',
-                  help='torch.set_num_threads of the release runs; each timed every round.')
-  ap.add_argument('--steps', default='1,2,10,50,100', help='Ours: DDIM step counts.')
-  ap.add_argument('--release_steps', default='10,50', help='The release: DDIM step counts.')
-  ap.add_argument('--annotations', default='', help='Passed to both (lengths of Charades-STA).')
-  ap.add_argument('--ours_args', default='', help='More flags for speed.py (space-separated).')
-  ap.add_argument('--release_args', default='', help='More flags for release_speed.py.')
-  args = ap.parse_args()
-  log = lambda s: print(s, flush=True)
-  threads = [t.strip() for t in args.release_threads.split(',') if t.strip()]
+def commands(args) -> dict:
+  """{run name: argv}: 'ours' and 'release_<threads>' per thread count."""
   ann = [f'--annotations={args.annotations}'] if args.annotations else []
   cmds = {'ours': [sys.executable, os.path.join(HERE, 'speed.py'), f'--steps={args.steps}']
                   + ann + args.ours_args.split()}
-  for t in threads:
+  for t in args.threads:
     cmds[f'release_{t}'] = ([sys.executable, os.path.join(HERE, 'release_speed.py'),
                              f'--threads={t}', f'--steps={args.release_steps}']
                             + ann + args.release_args.split())
-  runs = {k: [] for k in cmds}
-  order_log = []
+  return cmds
+
+
+def run_rounds(cmds: dict, rounds: int, log) -> tuple:
+  """({run name: [its JSON per round]}, the order of each round). Ours reads its
+  programs back from a compile cache made in the first round."""
+  runs, order_log = {k: [] for k in cmds}, []
   with tempfile.TemporaryDirectory(prefix='against_release_') as tmp:
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''),
                JAX_COMPILATION_CACHE_DIR=os.path.join(tmp, 'jax_cache'))
-    for r in range(args.rounds):
+    for r in range(rounds):
       order = list(cmds) if r % 2 == 0 else list(cmds)[::-1]
       order_log.append(order)
       for name in order:
-        log(f'round {r + 1}/{args.rounds}: {name}')
+        log(f'round {r + 1}/{rounds}: {name}')
         got, wall, l0, l1 = _run(cmds[name], env, os.path.join(tmp, f'{name}_{r}.json'), log)
         got.pop('per_device_count', None)   # per-bucket detail: speed.py --output keeps it
         got.update(wall_s=wall, load_average_1min_around=[l0, l1])
         runs[name].append(got)
-  res = combine(runs['ours'], {t: runs[f'release_{t}'] for t in threads})
+  return runs, order_log
+
+
+def report(args, cmds, runs, order_log) -> dict:
+  """The JSON: machine, commands, the matmul roof, medians, ratios, every run."""
+  res = combine(runs['ours'], {t: runs[f'release_{t}'] for t in args.threads})
   ours0 = runs['ours'][0]
-  out = {
+  rel = lambda v: os.path.relpath(v, ROOT) if v.startswith(ROOT) else v
+  return {
       'device': ours0['device'], 'jax_version': ours0['jax_version'],
-      'torch_version': runs[f'release_{threads[0]}'][0]['torch_version'],
+      'torch_version': runs[f'release_{args.threads[0]}'][0]['torch_version'],
       'cpu_count': os.cpu_count(), 'rounds': args.rounds, 'run_order': order_log,
-      'commands': {k: ' '.join(os.path.relpath(c, ROOT) if c.startswith(ROOT) else c
-                               for c in v[1:]) for k, v in cmds.items()},
+      'commands': {k: ' '.join(rel(c) for c in v[1:]) for k, v in cmds.items()},
       # The matmul roof: one 2048^2 float32 matmul in JAX, once per speed.py run.
       'matmul_roof_gflops': statistics.median(r['roof_gflops_measured'] for r in runs['ours']),
       'matmul_roof_gflops_each': [r['roof_gflops_measured'] for r in runs['ours']],
-      'torch_matmul_gflops_each': {t: [r['matmul_2048_gflops_torch'] for r in runs[f'release_{t}']]
-                                   for t in threads},
+      'torch_matmul_gflops_each': {t: [r['matmul_2048_gflops_torch']
+                                       for r in runs[f'release_{t}']] for t in args.threads},
       'train_examples_per_s': res['ours']['train_examples_per_s'],
       'infer_queries_per_s': res['ours']['infer_queries_per_s'],
       **res,
@@ -139,21 +158,34 @@ def main():
                                      'sampler_by_steps': ours0['sampler_compile_s_by_steps']},
       'runs': runs,
   }
-  for t in threads:
-    rat = res['ratios'][t]
-    log(f'release at {t} thread(s): train {res["release"][t]["train_examples_per_s"]:.1f} ex/s, '
-        f'ours {res["ours"]["train_examples_per_s"]:.1f} ({rat["train_examples_per_s"]:.2f}x); '
-        + ', '.join(f'{s} steps {res["release"][t]["infer_queries_per_s"][s]:.1f} q/s, ours '
-                    f'{res["ours"]["infer_queries_per_s"][s]:.1f} ({v:.2f}x)'
+
+
+def _main():
+  args = app.namespace(FLAGS)
+  args.threads = [t.strip() for t in args.release_threads.split(',') if t.strip()]
+  log = lambda s: print(s, flush=True)
+  cmds = commands(args)
+  runs, order_log = run_rounds(cmds, args.rounds, log)
+  out = report(args, cmds, runs, order_log)
+  for t in args.threads:
+    rat, rel = out['ratios'][t], out['release'][t]
+    log(f'release at {t} thread(s): train {rel["train_examples_per_s"]:.1f} ex/s, '
+        f'ours {out["ours"]["train_examples_per_s"]:.1f} ({rat["train_examples_per_s"]:.2f}x); '
+        + ', '.join(f'{s} steps {rel["infer_queries_per_s"][s]:.1f} q/s, ours '
+                    f'{out["ours"]["infer_queries_per_s"][s]:.1f} ({v:.2f}x)'
                     for s, v in rat['infer_queries_per_s'].items()))
   log(f'medians over {args.rounds} rounds; matmul roof (2048^2 fp32, JAX) '
       f'{out["matmul_roof_gflops"]:.0f} GFLOP/s (each round: '
       + ', '.join(f'{g:.0f}' for g in out['matmul_roof_gflops_each']) + ')')
   if args.output:
-    with open(args.output, 'w') as f:
-      json.dump(out, f, indent=1)
+    atomic.write_json(args.output, out, indent=1)
     log(f'wrote {args.output}')
+  return 0
+
+
+def main(argv=None) -> int:
+  return app.run(FLAGS, _main, argv, __doc__)
 
 
 if __name__ == '__main__':
-  main()
+  sys.exit(main())

@@ -1,7 +1,7 @@
 """The authors' PyTorch release, timed at the Charades-STA SlowFast+CLIP shapes of speed.py.
 
   python benchmarks/release_speed.py [--output=release.json] [--threads=2]
-      [--train_batch=32] [--infer_batch=64] [--steps=10,50] [--tiny]
+      [--train_batch=32] [--infer_batch=64] [--steps=10,50] [--annotations=DIR] [--tiny]
 
 Runs the release's own code from MOMENTDIFF_RELEASE_DIR (default: ../shared/release beside
 the repository, when that folder exists):
@@ -19,18 +19,19 @@ Batches come from their `StartEndDataset` reading generated feature files (rando
 of the lengths speed.py uses (`speed_inputs.load_lengths`: ceil(duration) clips at 1 clip/s;
 max_v_l -1 drops the last clip, as in the release), collated by `start_end_collate`:
 training batches of random rows (DataLoader(shuffle=True)), inference batches of
-consecutive test rows (shuffle=False), each padded to its longest video; the timed
+consecutive test rows (shuffle=False: the test file's order with `--annotations`, else
+the shipped table's rows in a random order), each padded to its longest video; the timed
 batches are picked at evenly spaced quantiles of their padded length (pick_rows).
 
 Patched at run time only, the files are never edited: `torch.Tensor.cuda` returns the
 tensor (they hard-code .cuda()), `momentdiff.transformer` gets the `random` module it
 uses without importing, and imports that nothing run here uses are stubbed when absent
-(`torch.utils.tensorboard`, pandas for `dict_to_markdown`).
+(`torch.utils.tensorboard`, pandas for `dict_to_markdown`, sklearn for the standalone
+eval's precision-recall).
 JSON keys as speed.py's where they mean the same: `train_examples_per_s`,
 `infer_queries_per_s` (keyed by step count), `device`; plus per-call times, padded
 lengths, torch version, threads and a 2048^2 float32 matmul's GFLOP/s in torch.
 """
-import argparse
 import importlib.machinery
 import json
 import logging
@@ -41,13 +42,16 @@ import tempfile
 import time
 import types
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-os.environ.setdefault('TQDM_DISABLE', '1')   # their loops wrap batches in tqdm
-
+from absl import flags
 import numpy as np
 
+import speed_inputs   # a sibling: this folder is sys.path[0]
+from momentdiff_jax.common import app
+from momentdiff_jax.common import atomic
+
+os.environ.setdefault('TQDM_DISABLE', '1')   # their loops wrap batches in tqdm
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RELEASE_DIR_ENV = 'MOMENTDIFF_RELEASE_DIR'
 DEFAULT_RELEASE_DIR = os.path.join(ROOT, '..', 'shared', 'release')
 # scripts/train_charades_sf.sh, plus CPU and no worker processes.
 CHARADES_FLAGS = ['--dset_name', 'charades', '--ctx_mode', 'video_tef', '--v_feat_dim', '2816',
@@ -58,15 +62,15 @@ CHARADES_FLAGS = ['--dset_name', 'charades', '--ctx_mode', 'video_tef', '--v_fea
 CLIP_DIM, SLOWFAST_DIM, TEXT_DIM = 512, 2304, 512
 
 
-def release_dir() -> str:
-  """MOMENTDIFF_RELEASE_DIR, else ../shared/release beside the repo; a clear error if neither."""
-  path = os.environ.get('MOMENTDIFF_RELEASE_DIR') or DEFAULT_RELEASE_DIR
+def release_dir():
+  """$MOMENTDIFF_RELEASE_DIR, else ../shared/release beside the repository: (path, None),
+  or (None, the reason) when no release is there."""
+  path = os.environ.get(RELEASE_DIR_ENV) or DEFAULT_RELEASE_DIR
   if not os.path.isfile(os.path.join(path, 'momentdiff', 'model.py')):
-    raise SystemExit(
-        f'release_speed.py: no authors\' release at {os.path.normpath(path)} (no '
-        f'momentdiff/model.py there). Set MOMENTDIFF_RELEASE_DIR to a checkout of '
-        f'IMCCretrieval/MomentDiff (the folder holding momentdiff/ and utils/).')
-  return os.path.abspath(path)
+    return None, (f'no authors\' release at {os.path.normpath(path)} (no momentdiff/model.py '
+                  f'there): set {RELEASE_DIR_ENV} to a checkout of IMCCretrieval/MomentDiff '
+                  '(the folder holding momentdiff/ and utils/)')
+  return os.path.abspath(path), None
 
 
 # Imported at the top of their modules but used only by code this benchmark never runs
@@ -267,35 +271,56 @@ def summary(args, torch, path, lengths, train_s, infer_s, train_b, infer_b, pool
   }
 
 
-def main():
-  ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  ap.add_argument('--output', default='', help='Also write the figures as JSON here.')
-  ap.add_argument('--threads', type=int, default=2, help='torch.set_num_threads')
-  ap.add_argument('--train_batch', type=int, default=32)
-  ap.add_argument('--infer_batch', type=int, default=64)
-  ap.add_argument('--steps', default='10,50', help='DDIM step counts to time.')
-  ap.add_argument('--train_iters', type=int, default=8, help='Timed train batches.')
-  ap.add_argument('--infer_iters', type=int, default=3, help='Timed calls per step count.')
-  ap.add_argument('--seed', type=int, default=0)
-  ap.add_argument('--tiny', action='store_true',
-                  help='Smoke run: batches of 4, one timed call each, 2 DDIM steps.')
-  ap.add_argument('--annotations', default=os.path.join(ROOT, '..', 'shared', 'data',
-                                                        'annotations', 'charades'))
-  args = ap.parse_args()
+FLAGS = flags.FlagValues()
+flags.DEFINE_string('output', '', 'Also write the figures as JSON here.', flag_values=FLAGS)
+flags.DEFINE_integer('threads', 2, 'torch.set_num_threads.', flag_values=FLAGS)
+flags.DEFINE_integer('train_batch', 32, 'Training batch (the release\'s bsz).',
+                     flag_values=FLAGS)
+flags.DEFINE_integer('infer_batch', 64, 'Inference batch (the release\'s eval_bsz).',
+                     flag_values=FLAGS)
+flags.DEFINE_string('steps', '10,50', 'DDIM step counts to time.', flag_values=FLAGS)
+flags.DEFINE_integer('train_iters', 8, 'Timed training batches.', flag_values=FLAGS)
+flags.DEFINE_integer('infer_iters', 3, 'Timed inference calls per step count.',
+                     flag_values=FLAGS)
+flags.DEFINE_integer('seed', 0, 'Seed of the batches\' rows and feature values.',
+                     flag_values=FLAGS)
+flags.DEFINE_boolean('tiny', False, 'Smoke run: batches of 4, one timed call each, 2 DDIM '
+                     'steps.', flag_values=FLAGS)
+flags.DEFINE_string('annotations', None,
+                    'Dir of Charades-STA annotation files: lengths, and the test file\'s row '
+                    'order for the inference batches (default: the shipped lengths table, '
+                    'test rows in a random order).', flag_values=FLAGS)
+
+
+def settings() -> types.SimpleNamespace:
+  args = app.namespace(FLAGS)
   if args.tiny:
     args.train_batch = args.infer_batch = 4
     args.train_iters = args.infer_iters = 1
     args.steps = '2'
-  steps = [int(s) for s in args.steps.split(',')]
-  log = lambda s: print(s, flush=True)
-  path = release_dir()
-  load_before = os.getloadavg()[0]
-  torch, rel = import_release(path)
-  torch.set_num_threads(args.threads)
-  import speed_inputs   # pylint: disable=import-outside-toplevel
-  # No cap but the release's: max_v_l -1 keeps every clip (but the last).
-  lengths = speed_inputs.load_lengths(args.annotations, 10 ** 6, 32)
-  rng = np.random.default_rng(args.seed)
+  args.steps = [int(s) for s in args.steps.split(',')]
+  return args
+
+
+def lengths_in_order(annotation_dir, rng) -> dict:
+  """speed_inputs' lengths uncapped but for the release's max_q_l 32 (max_v_l -1 keeps
+  every clip but the last), the test rows in the test file's order (the release's eval
+  DataLoader does not shuffle) when `annotation_dir` is given, else in a random order."""
+  lengths = speed_inputs.load_lengths(annotation_dir, 10 ** 6, 32)
+  if annotation_dir:
+    _, rows = speed_inputs.read_rows(annotation_dir, 'test')
+    lengths['test_clips'] = np.array([int(np.ceil(float(r['duration']))) for r in rows])
+    lengths['test_query_len'] = np.minimum(
+        np.array([len(r['query'].split()) for r in rows]) + 2, 32)
+  else:
+    order = rng.permutation(len(lengths['test_clips']))
+    lengths['test_clips'] = lengths['test_clips'][order]
+    lengths['test_query_len'] = rng.permutation(lengths['test_query_len'])
+  return lengths
+
+
+def measure(rel, torch, args, lengths, rng, log) -> dict:
+  """Builds their model and batches in a temporary folder and times them."""
   (tr_clips, tr_q), (te_clips, te_q), pool_padded = pick_rows(rng, lengths, args)
   with tempfile.TemporaryDirectory(prefix='release_speed_') as workdir:
     opt = release_opt(rel, torch, workdir)
@@ -304,24 +329,45 @@ def main():
     train_b = release_batches(rel, opt, workdir, rng, tr_clips, tr_q, 'train', args.train_batch)
     infer_b = release_batches(rel, opt, workdir, rng, te_clips, te_q, 'test', args.infer_batch)
     roof = matmul_gflops(torch)
-    log(f'release {path}; torch {torch.__version__}, {torch.get_num_threads()} threads; '
-        f'lengths from {lengths["source"]}; 2048^2 fp32 matmul {roof:.0f} GFLOP/s')
+    log(f'torch {torch.__version__}, {torch.get_num_threads()} threads; lengths from '
+        f'{lengths["source"]}; 2048^2 fp32 matmul {roof:.0f} GFLOP/s')
     train_s = time_train(rel, torch, opt, model, criterion, optimizer, train_b, log)
     infer_s = {str(s): time_infer(rel, torch, opt, model, infer_b, s, log, i == 0)
-               for i, s in enumerate(steps)}
+               for i, s in enumerate(args.steps)}
     roof_after = matmul_gflops(torch)
-  out = summary(args, torch, path, lengths, train_s, infer_s, train_b, infer_b, pool_padded)
-  out.update(matmul_2048_gflops_torch=[roof, roof_after],   # before and after the timings
+  return dict(train_s=train_s, infer_s=infer_s, train_b=train_b, infer_b=infer_b,
+              pool_padded=pool_padded, roofs=[roof, roof_after])
+
+
+def _main():
+  args = settings()
+  log = lambda s: print(s, flush=True)
+  path, why_not = release_dir()
+  if path is None:
+    return app.error(why_not)
+  load_before = os.getloadavg()[0]
+  torch, rel = import_release(path)
+  torch.set_num_threads(args.threads)
+  rng = np.random.default_rng(args.seed)
+  lengths = lengths_in_order(args.annotations, rng)
+  log(f'release {path}')
+  m = measure(rel, torch, args, lengths, rng, log)
+  out = summary(args, torch, path, lengths, m['train_s'], m['infer_s'], m['train_b'],
+                m['infer_b'], m['pool_padded'])
+  out.update(matmul_2048_gflops_torch=m['roofs'],   # before and after the timings
              load_average_1min=[load_before, os.getloadavg()[0]])   # at start and end
-  step_s = out['train_step_s']
-  log(f'release: train {out["train_examples_per_s"]:.1f} ex/s (step {step_s:.3f} s, mean '
-      f'padded {out["train_mean_padded_clips"]:.1f} clips); infer ' +
+  log(f'release: train {out["train_examples_per_s"]:.1f} ex/s (step {out["train_step_s"]:.3f} '
+      f's, mean padded {out["train_mean_padded_clips"]:.1f} clips); infer ' +
       ', '.join(f'{k} steps {v:.1f} q/s' for k, v in out['infer_queries_per_s'].items()))
   if args.output:
-    with open(args.output, 'w') as f:
-      json.dump(out, f, indent=1)
+    atomic.write_json(args.output, out, indent=1)
     log(f'wrote {args.output}')
+  return 0
+
+
+def main(argv=None) -> int:
+  return app.run(FLAGS, _main, argv, __doc__)
 
 
 if __name__ == '__main__':
-  main()
+  sys.exit(main())

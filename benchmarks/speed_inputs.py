@@ -22,20 +22,25 @@ TABLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data',
                      'charades_sta_lengths.json')
 
 
+def read_rows(annotation_dir: str, split: str) -> tuple:
+  """(file name, rows in file order) of the first `*{split}*.jsonl` in `annotation_dir`."""
+  files = sorted(glob.glob(os.path.join(annotation_dir, f'*{split}*.jsonl')))
+  if not files:
+    raise FileNotFoundError(f'no *{split}*.jsonl annotation file in {annotation_dir}')
+  with open(files[0], encoding='utf-8') as f:
+    return os.path.basename(files[0]), [json.loads(l) for l in f if l.strip()]
+
+
 def length_table(annotation_dir: str) -> dict:
   """{split: {'rows', 'clips': {n: count}, 'words': {n: count}}} of the Charades-STA
   files `*train*.jsonl` / `*test*.jsonl` in `annotation_dir`: clips = ceil(duration)
   at 1 clip/s (uncapped), words = whitespace-separated words of the query."""
   out = {}
   for split in ('train', 'test'):
-    files = sorted(glob.glob(os.path.join(annotation_dir, f'*{split}*.jsonl')))
-    if not files:
-      raise FileNotFoundError(f'no *{split}*.jsonl annotation file in {annotation_dir}')
-    with open(files[0], encoding='utf-8') as f:
-      rows = [json.loads(l) for l in f if l.strip()]
+    name, rows = read_rows(annotation_dir, split)
     clips = collections.Counter(int(np.ceil(float(r['duration']))) for r in rows)
     words = collections.Counter(len(r['query'].split()) for r in rows)
-    out[split] = {'file': os.path.basename(files[0]), 'rows': len(rows),
+    out[split] = {'file': name, 'rows': len(rows),
                   'clips': {str(k): clips[k] for k in sorted(clips)},
                   'words': {str(k): words[k] for k in sorted(words)}}
   return out

@@ -14,6 +14,8 @@ import sys
 import numpy as np
 import pytest
 
+from tests import data_fixtures as fx
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -61,9 +63,7 @@ def test_speed_refuses_a_min_share_no_bucket_reaches(tmp_path):
 
 
 # ------------------------------------------------------------------ the authors' release
-def _release_dir():
-  path = os.environ.get('MOMENTDIFF_RELEASE_DIR') or os.path.join(ROOT, '..', 'shared', 'release')
-  return path if os.path.isfile(os.path.join(path, 'momentdiff', 'model.py')) else None
+RELEASE_DIR = fx.release_dir()
 
 
 def test_release_speed_names_a_missing_release_dir(tmp_path):
@@ -75,16 +75,16 @@ def test_release_speed_names_a_missing_release_dir(tmp_path):
   assert 'nowhere' in res.stderr and 'MOMENTDIFF_RELEASE_DIR' in res.stderr
 
 
-@pytest.mark.skipif(_release_dir() is None,
-                    reason='the authors\' release is not at MOMENTDIFF_RELEASE_DIR or '
-                           '../shared/release')
+@pytest.mark.skipif(RELEASE_DIR is None,
+                    reason='no authors\' release: set MOMENTDIFF_RELEASE_DIR to a checkout of '
+                    'it (default ../shared/release, absent here)')
 def test_release_speed_tiny_runs_their_code_and_writes_speed_keys(tmp_path):
   """Their train_epoch and DDIM inference at batch 4, 2 steps; the JSON's arithmetic."""
   out = tmp_path / 'release.json'
   res = subprocess.run(
       [sys.executable, os.path.join(ROOT, 'benchmarks', 'release_speed.py'), '--tiny',
        '--threads=1', f'--output={out}'],
-      env=dict(os.environ, PYTHONPATH=ROOT, MOMENTDIFF_RELEASE_DIR=_release_dir()),
+      env=dict(os.environ, PYTHONPATH=ROOT, MOMENTDIFF_RELEASE_DIR=RELEASE_DIR),
       capture_output=True, text=True, timeout=600)
   assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
   got = json.loads(out.read_text())
