@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import report   # a sibling: this folder is sys.path[0]
 from momentdiff_jax.common import app
 from momentdiff_jax.features.clip_model import ImageTower, TextTower, TowerConfig
 from momentdiff_jax.features.slowfast import slow_indices
@@ -105,10 +106,14 @@ def _main():
     variables = model.init(key, slow[:1], fast[:1])
     result['slowfast'] = _measure('SlowFast R50', model.apply, variables, (slow, fast),
                                   args.slowfast_batch, args.iters)
+  finish(result, args.output)
+
+
+def finish(result: dict, output: str) -> None:
+  """The closing matmul figure (how much of the machine the run had at its end), then
+  `result` to `output` (if any) and to stdout as one JSON line."""
   result['matmul_2048_gflops_after'] = _matmul_gflops()
-  if args.output:
-    with open(args.output, 'w') as f:
-      json.dump(result, f, indent=1)
+  report.write_result(output, result, log=None)
   print(json.dumps(result))
 
 

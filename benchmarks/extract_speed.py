@@ -15,7 +15,6 @@ alone is `benchmarks/backbone_speed.py`. One 2048^2 matmul's GFLOP/s before and 
 tells how much of a shared machine the run had.
 """
 import fractions
-import json
 import os
 import sys
 import tempfile
@@ -27,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from backbone_speed import VIT_B32, _matmul_gflops   # a sibling: this folder is sys.path[0]
+from backbone_speed import VIT_B32, _matmul_gflops, finish   # a sibling: this folder is sys.path[0]
 from momentdiff_jax.common import app
 from momentdiff_jax.features import backbones as bb
 from momentdiff_jax.features import extract
@@ -141,11 +140,7 @@ def _main():
           f'{result["decode_clips_per_s"][n]} clips/s, extraction '
           f'{result["extract_clips_per_s"][n]} clips/s (warm-up incl. compile '
           f'{result["compile_s"][n]} s)', flush=True)
-  result['matmul_2048_gflops_after'] = _matmul_gflops()
-  if args.output:
-    with open(args.output, 'w') as f:
-      json.dump(result, f, indent=1)
-  print(json.dumps(result))
+  finish(result, args.output)
 
 
 def main(argv=None) -> int:

@@ -33,6 +33,7 @@ import time
 from absl import flags
 import numpy as np
 
+import report   # a sibling: this folder is sys.path[0]
 from momentdiff_jax.common import app
 from momentdiff_jax.common import config_base
 
@@ -282,9 +283,7 @@ def _main():
       result['examples_per_s'][name] = rates
       result['datasets'][name] = figures
   print(json.dumps(result, indent=1))
-  if args.output:
-    with open(args.output, 'w') as f:
-      json.dump(result, f, indent=1)
+  report.write_result(args.output, result, log=None)
 
 
 def main(argv=None) -> int:

@@ -34,9 +34,9 @@ from absl import flags
 import jax
 import numpy as np
 
+import report   # a sibling: this folder is sys.path[0]
 from momentdiff_jax import evaluation
 from momentdiff_jax.common import app
-from momentdiff_jax.common import atomic
 from momentdiff_jax.data import dataset as dataset_lib
 from momentdiff_jax.data import store
 from momentdiff_jax.data import synthetic
@@ -209,10 +209,7 @@ def _main():
          if jax.default_backend() == 'cpu' else {}),
       'total_wall_s': round(time.perf_counter() - t0, 1),
   }
-  if os.path.dirname(args.output):
-    os.makedirs(os.path.dirname(args.output), exist_ok=True)
-  atomic.write_json(args.output, out, indent=1)
-  print(f'wrote {args.output}')
+  report.write_result(args.output, out)
   return 0
 
 

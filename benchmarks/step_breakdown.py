@@ -21,7 +21,6 @@ losses are fetched every `log_every_steps`). Their gap is the cost of host syncs
 Shares are of the `step` time; parts overlap (loss is inside grad is inside step), so
 they do not add up to 100%.
 """
-import json
 import os
 import sys
 import time
@@ -34,6 +33,7 @@ import numpy as np
 import optax
 
 # Siblings (this folder is sys.path[0]).
+import report
 import speed_inputs as inputs
 from speed import _timeit as _time  # one warm-up call, then the mean over iters
 from speed import replica_state
@@ -169,14 +169,12 @@ def _report(args, dev, iters: int, times: dict, compile_s: dict, log):
     log(f'{name:22s} {sec * 1e3:10.2f} {sec / full:8.1%} '
         f'{compile_s.get(name, float("nan")):10.1f}')
   log(f'train examples/s (summed over {k} replica(s)): {k * args.batch / full:.1f}')
-  if args.output:
-    with open(args.output, 'w') as f:
-      json.dump({'device': f'{dev.device_kind} ({dev.platform})', 'jax_version': jax.__version__,
-                 'lv': args.lv, 'batch': args.batch, 'num_seeds': k, 'dtype': args.dtype,
-                 'iters': iters, 'seconds': times, 'compile_s': compile_s,
-                 'share_of_step': {n: s / full for n, s in times.items()},
-                 'train_examples_per_s': k * args.batch / full}, f, indent=1)
-    log(f'wrote {args.output}')
+  report.write_result(args.output, {
+      'device': f'{dev.device_kind} ({dev.platform})', 'jax_version': jax.__version__,
+      'lv': args.lv, 'batch': args.batch, 'num_seeds': k, 'dtype': args.dtype,
+      'iters': iters, 'seconds': times, 'compile_s': compile_s,
+      'share_of_step': {n: s / full for n, s in times.items()},
+      'train_examples_per_s': k * args.batch / full}, log)
 
 
 def main(argv=None) -> int:
