@@ -8,6 +8,7 @@
 Both need torch (+ transformers / pytorchvideo), all in the `[test]` extra.
 """
 import importlib
+import os
 import re
 import sys
 import types
@@ -45,6 +46,26 @@ def write_tiny_clip(directory: str, texts, act: str = 'quick_gelu', image_size: 
   model = tiny_clip_model(vocab_size, act, image_size)
   model.save_pretrained(directory)
   return model
+
+
+def write_small_clip(directory: str, texts, seed: int = 0) -> str:
+  """The smaller CLIP directory of the extraction and demo tests (one layer of width 16
+  per tower, 32x32 images in 16x16 patches, 12-d embeds, 40 merges learned from
+  `texts`, default LayerNorms); returns `directory`."""
+  import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+  os.makedirs(directory, exist_ok=True)
+  vocab_size = clip_vocab.write_vocab(directory, texts, num_merges=40)
+  cfg = transformers.CLIPConfig(
+      text_config=dict(vocab_size=vocab_size, hidden_size=16, intermediate_size=24,
+                       num_hidden_layers=1, num_attention_heads=2,
+                       max_position_embeddings=77),
+      vision_config=dict(hidden_size=16, intermediate_size=24, num_hidden_layers=1,
+                         num_attention_heads=2, image_size=32, patch_size=16),
+      projection_dim=12)
+  torch.manual_seed(seed)
+  transformers.CLIPModel(cfg).eval().save_pretrained(directory)
+  return directory
 
 
 def create_slowfast_builder():

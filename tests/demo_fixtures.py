@@ -69,22 +69,9 @@ def write_workdir(workdir: str, config, seed: int = 0) -> str:
 
 def clip_workdir(root) -> dict:
   """A tiny CLIP directory and a workdir trained (nominally) on its features."""
-  import torch  # pylint: disable=g-import-not-at-top
-  import transformers  # pylint: disable=g-import-not-at-top
   from momentdiff_jax.common import records  # pylint: disable=g-import-not-at-top
-  from tests import clip_vocab  # pylint: disable=g-import-not-at-top
-  clip_dir = os.path.join(str(root), 'clip')
-  os.makedirs(clip_dir, exist_ok=True)
-  vocab_size = clip_vocab.write_vocab(clip_dir, QUERIES, num_merges=40)
-  cfg = transformers.CLIPConfig(
-      text_config=dict(vocab_size=vocab_size, hidden_size=16, intermediate_size=24,
-                       num_hidden_layers=1, num_attention_heads=2,
-                       max_position_embeddings=77),
-      vision_config=dict(hidden_size=16, intermediate_size=24, num_hidden_layers=1,
-                         num_attention_heads=2, image_size=32, patch_size=16),
-      projection_dim=12)
-  torch.manual_seed(0)
-  transformers.CLIPModel(cfg).eval().save_pretrained(clip_dir)
+  from tests import backbone_fixtures  # pylint: disable=g-import-not-at-top
+  clip_dir = backbone_fixtures.write_small_clip(os.path.join(str(root), 'clip'), QUERIES)
   image = records.record('clip', clip_dir, 12, frames_per_clip=1, crop=32)
   config = tiny_config(12 + 2, 16, CLIP_LEN)
   config.video_sources = ['clip_features']

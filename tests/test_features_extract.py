@@ -20,7 +20,6 @@ import transformers
 from momentdiff_jax.features import backbones as bb  # pylint: disable=g-import-not-at-top
 from momentdiff_jax.features import video  # pylint: disable=g-import-not-at-top
 from tests import backbone_fixtures  # pylint: disable=g-import-not-at-top
-from tests import clip_vocab  # pylint: disable=g-import-not-at-top
 from tests.test_features_video import write_video  # pylint: disable=g-import-not-at-top
 
 from momentdiff_jax.cli import build as build_dataset  # data_prep/build_dataset.py's main
@@ -41,18 +40,7 @@ SF_FRAMES, SF_CROP = 8, 32
 
 
 def make_clip_dir(path, seed):
-  os.makedirs(path, exist_ok=True)
-  vocab_size = clip_vocab.write_vocab(path, QUERIES, num_merges=40)
-  cfg = transformers.CLIPConfig(
-      text_config=dict(vocab_size=vocab_size, hidden_size=16, intermediate_size=24,
-                       num_hidden_layers=1, num_attention_heads=2,
-                       max_position_embeddings=77),
-      vision_config=dict(hidden_size=16, intermediate_size=24, num_hidden_layers=1,
-                         num_attention_heads=2, image_size=32, patch_size=16),
-      projection_dim=12)
-  torch.manual_seed(seed)
-  transformers.CLIPModel(cfg).eval().save_pretrained(path)
-  return path
+  return backbone_fixtures.write_small_clip(path, QUERIES, seed)
 
 
 @pytest.fixture(scope='module')
