@@ -1,16 +1,12 @@
 """Charades-STA-Mom (anti-bias split on moment location; paper Sec. 4.2), VGG + GloVe.
 
-Release script: momentdiff/scripts/train_anti_charades_mom.sh (as charades_vgg with
-lw_saliency 2). Expects a dataset built from the authors' files (data/annotations/
-charades_mom) rewritten with the original qids by data_prep/restore_antibias_qids.py;
-data_prep/make_antibias_splits.py --kind=mom re-samples splits by the same rules instead.
-The release keeps L_sim's Charades form; `loss.sim_variant='antibias'` selects its
-commented alternative.
+Release script: momentdiff/scripts/train_anti_charades_mom.sh, the settings of
+train_anti_charades_len.sh, so this config is `charades_len.py`'s (see there); the
+dataset is built from data/annotations/charades_mom (qids restored the same way), or
+re-sampled by data_prep/make_antibias_splits.py --kind=mom.
 """
 from momentdiff_jax.common.config_base import load_config
 
 
 def get_config():
-  c = load_config('charades_vgg.py', beside=__file__)
-  c.loss.sim = 2.0
-  return c
+  return load_config('charades_len.py', beside=__file__)
