@@ -14,26 +14,17 @@ import sys
 
 from absl import flags
 
+from momentdiff_jax.cli import predictor_flags
 from momentdiff_jax.common import app
 
 FLAGS = flags.FlagValues()
-flags.DEFINE_string('workdir', None, 'Trained (or converted) run directory.', required=True,
-                    flag_values=FLAGS)
+predictor_flags.define(FLAGS)
 flags.DEFINE_integer('port', 7860, 'Port on 127.0.0.1 (0: any free port, printed).',
                      flag_values=FLAGS)
-flags.DEFINE_string('clip_weights', None,
-                    'Hugging Face CLIP directory (CLIPModel.save_pretrained).',
-                    flag_values=FLAGS)
-flags.DEFINE_string('slowfast_weights', None, 'SlowFast 8x8 R50 checkpoint file.',
-                    flag_values=FLAGS)
 flags.DEFINE_string('videos', None, 'A folder of videos the page offers to pick from.',
                     flag_values=FLAGS)
 flags.DEFINE_string('cache_dir', None, 'Uploads and rendered videos (default: a temp dir).',
                     flag_values=FLAGS)
-flags.DEFINE_enum('checkpoint', 'best', ['best', 'latest'], 'Which checkpoint to use.',
-                  flag_values=FLAGS)
-flags.DEFINE_integer('sampling_steps', None, 'DDIM steps (default: the config\'s).',
-                     flag_values=FLAGS)
 
 
 def _main():

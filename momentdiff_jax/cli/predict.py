@@ -17,28 +17,19 @@ import os
 
 from absl import flags
 
+from momentdiff_jax.cli import predictor_flags
 from momentdiff_jax.common import app
 from momentdiff_jax.common import atomic
 
 FLAGS = flags.FlagValues()
-flags.DEFINE_string('workdir', None, 'Trained (or converted) run directory.', required=True,
-                    flag_values=FLAGS)
+predictor_flags.define(FLAGS)
 flags.DEFINE_string('video', None, 'Video file.', required=True, flag_values=FLAGS)
 flags.DEFINE_string('query', None, 'The sentence to localize.', required=True,
-                    flag_values=FLAGS)
-flags.DEFINE_string('clip_weights', None,
-                    'Hugging Face CLIP directory (CLIPModel.save_pretrained).',
-                    flag_values=FLAGS)
-flags.DEFINE_string('slowfast_weights', None, 'SlowFast 8x8 R50 checkpoint file.',
                     flag_values=FLAGS)
 flags.DEFINE_integer('top_k', None, 'Keep the best K windows (default: all).',
                      flag_values=FLAGS)
 flags.DEFINE_string('output', None, 'Also write the JSON here.', flag_values=FLAGS)
 flags.DEFINE_string('plot', None, 'Write a PNG timeline here.', flag_values=FLAGS)
-flags.DEFINE_enum('checkpoint', 'best', ['best', 'latest'], 'Which checkpoint to use.',
-                  flag_values=FLAGS)
-flags.DEFINE_integer('sampling_steps', None, 'DDIM steps (default: the config\'s).',
-                     flag_values=FLAGS)
 flags.DEFINE_integer('num_frames', 10, 'Frames in the --plot strip.', flag_values=FLAGS)
 
 
