@@ -41,17 +41,17 @@ import numpy as np
 
 from momentdiff_jax.data import benchmark_rows
 
-VERSION = 'mdbench_g1'
-V1 = dict(video_dims=(2304, 512), gains=(1.0, 0.7), noise=(0.6, 0.75), noise_spread=0.35,
-          text_dim=512, latent_dim=32, num_families=12, classes_per_family=4,
+VERSION = 'mdbench_g2'
+V1 = dict(video_dims=(2304, 512), gains=(1.0, 0.7), noise=(0.35, 0.45), noise_spread=0.35,
+          text_dim=512, latent_dim=32, num_families=6, classes_per_family=4,
           family_rho=0.5, same_family_share=0.7, amplitude=1.0, scene=1.0,
-          jitter_rel=0.08, jitter_clips=0.25, synonyms=3, num_fillers=200,
+          jitter_rel=0.08, jitter_clips=0.25, synonyms=2, num_fillers=200,
           token_noise=0.1, base_clip=dict(charades=1.0, qvhighlights=2.0, tacos=2.0),
           max_clips=64, seed=2023)
 # A second, differently made variant: C3D-like single 1024-d block, GloVe-like 300-d
 # text, more classes, tighter families, more annotator noise.
-V2 = dict(V1, video_dims=(1024,), gains=(1.0,), noise=(0.6,), noise_spread=0.25,
-          text_dim=300, latent_dim=24, num_families=16, classes_per_family=4,
+V2 = dict(V1, video_dims=(1024,), gains=(1.0,), noise=(0.4,), noise_spread=0.25,
+          text_dim=300, latent_dim=24, num_families=8, classes_per_family=4,
           family_rho=0.6, same_family_share=0.6, jitter_rel=0.12, jitter_clips=0.25,
           synonyms=2, token_noise=0.15, seed=7)
 VARIANTS = {'v1': V1, 'v2': V2}
