@@ -48,3 +48,41 @@ def test_oracle_scores_from_a_dataset_dir(tmp_path):
 def test_base_config(data):
   c = accuracy.base_config(data)
   assert c.data.name == data and c.recipe == 'release'
+
+
+_TSPEC = importlib.util.spec_from_file_location(
+    'recipe_table', os.path.join(fx.REPO, 'benchmarks', 'recipe_table.py'))
+recipe_table = importlib.util.module_from_spec(_TSPEC)
+_TSPEC.loader.exec_module(recipe_table)
+
+
+def test_recipe_table_rows_come_from_the_json(tmp_path, capsys):
+  """The table's figures are the JSON's, variant rows included; the oracle row once."""
+  def summ(a, b, c, worst):
+    return {'MR-full-R1@0.5': {'mean': a, 'std': 1.0, 'worst': worst},
+            'MR-full-R1@0.7': {'mean': b, 'std': 2.0, 'worst': b},
+            'MR-full-mAP': {'mean': c, 'std': 0.5, 'worst': c}}
+  oracle = {'MR-full-R1@0.5': 80.0, 'MR-full-R1@0.7': 60.0, 'MR-full-mAP': 50.0}
+  base = {'data': 'mdbench_v1', 'oracle_test': oracle, 'num_seeds': 3}
+  runs = {'release': dict(base, recipe='release', command='python benchmarks/accuracy.py '
+                          '--recipe=release', test=summ(40.0, 20.0, 15.0, 38.5),
+                          val=summ(41.0, 21.0, 16.0, 40.0),
+                          variants={'draws': {'test': summ(42.0, 23.0, 17.0, 41.0),
+                                              'val': summ(43.0, 24.0, 18.0, 42.0)}}),
+          'plus': dict(base, recipe='plus', command='python benchmarks/accuracy.py '
+                       '--recipe=plus', test=summ(45.0, 25.0, 19.0, 44.0),
+                       val=summ(46.0, 26.0, 20.0, 45.0),
+                       step_s={'recipe': 0.3, 'release': 0.25, 'ratio': 1.2})}
+  paths = []
+  for name, res in runs.items():
+    (tmp_path / f'{name}.json').write_text(json.dumps(res))
+    paths.append(str(tmp_path / f'{name}.json'))
+  assert recipe_table.main(['--files=' + ','.join(paths)]) == 0
+  lines = capsys.readouterr().out.strip().split('\n')
+  assert len(lines) == 2 + 1 + 3      # header, rule, oracle, release, draws, plus
+  assert lines[2].startswith('| oracle | mdbench_v1 | 80.00 | 60.00 | 50.00 |')
+  assert '| release | mdbench_v1 | 40.00 ± 1.00 | 20.00 ± 2.00 | 15.00 ± 0.50 | 38.50 |' \
+      in lines[3] and 'not timed' in lines[3] and f'--output={paths[0]}' in lines[3]
+  assert lines[4].startswith('| release + draws') and '42.00 ± 1.00' in lines[4]
+  assert '| 44.00 | 46.00 / 26.00 / 20.00 | x1.20 |' in lines[5]
+  assert recipe_table.main([]) == 2
