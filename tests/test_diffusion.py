@@ -173,6 +173,42 @@ def test_ddim_row_keys_rows_equal_batches_of_one(eta):
   assert not np.allclose(spans[0], spans[1])
 
 
+def _identity_denoiser(n):
+  """x_0 estimate = its input; spans 0, 2, 4, ... confident, the others not."""
+  fg = jnp.where(jnp.arange(n) % 2 == 0, 5.0, -5.0)
+
+  def denoise(spans01, t):
+    logits = jnp.broadcast_to(jnp.stack([fg, -fg], -1), spans01.shape)
+    return logits, spans01
+  return denoise
+
+
+def test_ddim_span_renewal_replaces_unconfident_spans_with_fresh_noise():
+  """Renewal (DiffusionDet): after step 0, the unconfident (odd) spans restart from
+  normal(fold_in(step 0's key, 1)); the confident ones are the unrenewed sampler's."""
+  sch = dif.make_schedule(dcfg())
+  shape, rng = (3, 6, 2), jax.random.PRNGKey(11)
+  denoise = _identity_denoiser(6)
+  plain, _ = dif.ddim_sample(denoise, rng, shape, sch, 2, 0.0, 2.0)
+  renewed, _ = dif.ddim_sample(denoise, rng, shape, sch, 2, 0.0, 2.0, renew_threshold=0.5)
+  _, loop_rng = jax.random.split(rng)
+  fresh = jax.random.normal(jax.random.fold_in(jax.random.split(loop_rng, 2)[0], 1), shape)
+  np.testing.assert_allclose(renewed[:, 0::2], plain[:, 0::2], atol=1e-6)
+  np.testing.assert_allclose(renewed[:, 1::2], dif.signal_to_spans(fresh, 2.0)[:, 1::2],
+                             atol=1e-6)
+  assert not np.allclose(renewed[:, 1::2], plain[:, 1::2])
+  # A threshold no span is below: the release's sampler, bit for bit.
+  same, _ = dif.ddim_sample(denoise, rng, shape, sch, 2, 0.0, 2.0, renew_threshold=1e-9)
+  np.testing.assert_array_equal(same, plain)
+  # Per-row keys: row b with renewal still equals a batch of one with key b.
+  keys = jax.random.split(jax.random.PRNGKey(12), 3)
+  rows, _ = dif.ddim_sample(denoise, keys, shape, sch, 3, 1.0, 2.0, row_keys=True,
+                            renew_threshold=0.5)
+  one, _ = dif.ddim_sample(denoise, keys[1], (1, 6, 2), sch, 3, 1.0, 2.0,
+                           renew_threshold=0.5)
+  np.testing.assert_allclose(rows[1:2], one, atol=1e-6)
+
+
 def test_prepare_targets():
   cfg = dcfg()
   n = 5

@@ -125,6 +125,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.diffusion.eval_num_spans = 0     # spans (noise draws) sampled per query; 0 = num_spans
   c.diffusion.fusion = 'none'        # 'none' | 'wbf' (score-weighted mean) | 'nms'
   c.diffusion.fusion_iou = 0.7       # IoU that puts two sampled spans in one cluster
+  c.diffusion.renew_threshold = 0.0  # span renewal below this probability; 0 = off
 
   # --- losses and matching -----------------------------------------------------
   c.loss = ml_collections.ConfigDict()

@@ -21,6 +21,9 @@ CANDIDATES = {
     'draws': {'diffusion.eval_num_spans': 25, 'diffusion.fusion': 'wbf'},
     'draws_nms': {'diffusion.eval_num_spans': 25, 'diffusion.fusion': 'nms'},
     'scale1': {'diffusion.scale': 1.0},
+    'renew': {'diffusion.renew_threshold': 0.5},
+    'draws_renew': {'diffusion.eval_num_spans': 25, 'diffusion.fusion': 'wbf',
+                    'diffusion.renew_threshold': 0.5},
 }
 RECIPES = {
     'release': (),

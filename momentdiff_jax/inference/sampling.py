@@ -62,7 +62,8 @@ def sample_one(model: MomentDiff, config, schedule: diffusion.Schedule, steps: i
   shape = (video_feat.shape[0], n_spans, 2)
   res = diffusion.ddim_sample(denoise_fn, rng, shape, schedule, steps, dcfg.eta, dcfg.scale,
                               return_trajectory=return_trajectory, row_keys=row_keys,
-                              self_condition=bool(model.config.get('self_condition', False)))
+                              self_condition=bool(model.config.get('self_condition', False)),
+                              renew_threshold=float(dcfg.get('renew_threshold', 0.0)))
   spans, scores = res[0], jax.nn.softmax(res[1].astype(jnp.float32), axis=-1)[..., 0]
   fusion = dcfg.get('fusion', 'none')
   if fusion not in ('none', 'wbf', 'nms'):

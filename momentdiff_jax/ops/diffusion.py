@@ -211,7 +211,8 @@ def _row_normal(keys, shape, dtype=jnp.float32):
 
 def ddim_sample(denoise_fn: DenoiseFn, rng, shape, schedule: Schedule, steps: int,
                 eta: float, scale: float, return_trajectory: bool = False,
-                row_keys: bool = False, self_condition: bool = False):
+                row_keys: bool = False, self_condition: bool = False,
+                renew_threshold: float = 0.0):
   """DDIM sampler from N(0, I), one `lax.scan` over the `steps` (static) updates.
 
   Args:
@@ -231,6 +232,11 @@ def ddim_sample(denoise_fn: DenoiseFn, rng, shape, schedule: Schedule, steps: in
       shapes (1, N, 2)), so a row's result does not depend on its batchmates.
     self_condition: call `denoise_fn(spans01, t, prev)` with the previous step's x_0
       estimate (zeros at the first step), as Chen et al.'s self-conditioning.
+    renew_threshold: span renewal (DiffusionDet, Chen et al. ICCV 2023): after each
+      step, a span whose foreground probability (softmax of its logits, class 0) is
+      below this is replaced by fresh N(0, I) noise drawn from `fold_in(key, 1)` of
+      the step's key, so spans that found nothing search again instead of following
+      their x_0 estimate. 0 (static): off, the release's sampler unchanged.
   Returns:
     (spans `(B, N, 2)`, logits `(B, N, 2)`) of the last step, plus the trajectory
     `(steps, B, N, 2)` (predicted x_0 spans in [0, 1] per step) when requested.
@@ -245,11 +251,13 @@ def ddim_sample(denoise_fn: DenoiseFn, rng, shape, schedule: Schedule, steps: in
     loop_keys = jnp.swapaxes(jax.vmap(lambda k: jax.random.split(k, steps))(pairs[:, 1]),
                              0, 1)                                # (steps, B) keys
     noise_fn = lambda key, dtype: _row_normal(key, shape, dtype)  # pylint: disable=unnecessary-lambda-assignment
+    renew_key = jax.vmap(lambda k: jax.random.fold_in(k, 1))
   else:
     init_rng, loop_rng = jax.random.split(rng)
     x_init = jax.random.normal(init_rng, shape, jnp.float32)
     loop_keys = jax.random.split(loop_rng, steps)
     noise_fn = lambda key, dtype: jax.random.normal(key, shape, dtype)  # pylint: disable=unnecessary-lambda-assignment
+    renew_key = lambda k: jax.random.fold_in(k, 1)  # pylint: disable=unnecessary-lambda-assignment
 
   def step(carry, xs):
     x_t, _, prev = carry
@@ -259,6 +267,10 @@ def ddim_sample(denoise_fn: DenoiseFn, rng, shape, schedule: Schedule, steps: in
     x0 = jnp.clip(spans_to_signal(spans, scale), -scale, scale)
     noise = noise_fn(key, x_t.dtype)
     x_next, _ = ddim_step(schedule, x_t, x0, t, t_next, eta, noise)
+    if renew_threshold > 0:
+      prob = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)[..., 0]     # (B, N)
+      fresh = noise_fn(renew_key(key), x_t.dtype)
+      x_next = jnp.where((prob < renew_threshold)[..., None], fresh, x_next)
     return (x_next, logits, spans), (spans if return_trajectory else None)
 
   # The carry holds the last step's outputs; their dtypes (e.g. bfloat16) come from
