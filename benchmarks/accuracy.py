@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import report   # a sibling: this folder is sys.path[0]
 from momentdiff_jax import evaluation
 from momentdiff_jax import train
 from momentdiff_jax.common import app
@@ -192,11 +193,7 @@ def _main():
     s = res['step_s']
     print(f'train step ({k} replicas): {s["recipe"] * 1e3:.0f} ms vs release '
           f'{s["release"] * 1e3:.0f} ms (x{s["ratio"]:.2f})')
-  if args.output:
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, 'w') as f:
-      json.dump(res, f, indent=1)
-    print(f'wrote {args.output}')
+  report.write_result(args.output, res)
   return 0
 
 
