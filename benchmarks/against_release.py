@@ -26,8 +26,8 @@ import time
 
 from absl import flags
 
+import report   # a sibling: this folder is sys.path[0]
 from momentdiff_jax.common import app
-from momentdiff_jax.common import atomic
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -177,9 +177,7 @@ def _main():
   log(f'medians over {args.rounds} rounds; matmul roof (2048^2 fp32, JAX) '
       f'{out["matmul_roof_gflops"]:.0f} GFLOP/s (each round: '
       + ', '.join(f'{g:.0f}' for g in out['matmul_roof_gflops_each']) + ')')
-  if args.output:
-    atomic.write_json(args.output, out, indent=1)
-    log(f'wrote {args.output}')
+  report.write_result(args.output, out, log)
   return 0
 
 

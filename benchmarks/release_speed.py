@@ -46,8 +46,8 @@ from absl import flags
 import numpy as np
 
 import speed_inputs   # a sibling: this folder is sys.path[0]
+import report   # a sibling: this folder is sys.path[0]
 from momentdiff_jax.common import app
-from momentdiff_jax.common import atomic
 
 os.environ.setdefault('TQDM_DISABLE', '1')   # their loops wrap batches in tqdm
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -359,9 +359,7 @@ def _main():
   log(f'release: train {out["train_examples_per_s"]:.1f} ex/s (step {out["train_step_s"]:.3f} '
       f's, mean padded {out["train_mean_padded_clips"]:.1f} clips); infer ' +
       ', '.join(f'{k} steps {v:.1f} q/s' for k, v in out['infer_queries_per_s'].items()))
-  if args.output:
-    atomic.write_json(args.output, out, indent=1)
-    log(f'wrote {args.output}')
+  report.write_result(args.output, out, log)
   return 0
 
 

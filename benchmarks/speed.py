@@ -23,7 +23,6 @@ The authors' release is timed by release_speed.py; against_release.py runs both
 alternately and reports ratios measured in one run.
 """
 import functools
-import json
 import math
 import os
 import resource
@@ -37,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import speed_inputs as inputs   # a sibling: this folder is sys.path[0]
+import report   # a sibling: this folder is sys.path[0]
 from momentdiff_jax.common import app
 from momentdiff_jax.common import config_base
 from momentdiff_jax.inference import sampling
@@ -387,10 +387,7 @@ def _main():
   out = summary(results, args, dict(device=device_name, roof=roof, mean_padded=mean_padded,
                                     train_mix=train_mix, infer_mix=infer_mix,
                                     lengths_source=lengths['source']))
-  if args.output:
-    with open(args.output, 'w') as f:
-      json.dump(out, f, indent=1)
-    log(f'wrote {args.output}')
+  report.write_result(args.output, out, log)
   return 0
 
 

@@ -110,7 +110,9 @@ def _against_release():
   spec = importlib.util.spec_from_file_location(
       'against_release', os.path.join(ROOT, 'benchmarks', 'against_release.py'))
   mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
+  with pytest.MonkeyPatch.context() as mp:   # its sibling `report`, as the script sees it
+    mp.syspath_prepend(os.path.join(ROOT, 'benchmarks'))
+    spec.loader.exec_module(mod)
   return mod
 
 
