@@ -89,3 +89,20 @@ def test_fuse_spans_single_cluster_is_weighted_mean():
   f = (scores[0, :, None] * se).sum(0) / scores[0].sum()
   np.testing.assert_allclose(np.asarray(sp[0, 0]), [(f[0] + f[1]) / 2, f[1] - f[0]], atol=1e-6)
   np.testing.assert_allclose(np.asarray(sc[0]), [0.9, -1.0])
+
+
+def test_with_ema_state_can_be_donated_with_the_params():
+  """Eager init, then a step donating (params, state): the EMA holds its own buffers
+  (benchmarks/accuracy.py's timing donated one buffer twice before)."""
+  tx = recipe_ops.with_ema(optax.sgd(0.5), 0.99)
+  params = {'w': jnp.arange(3.0)}
+  state = tx.init(params)
+
+  def step(p, s):
+    g = jax.tree.map(jnp.ones_like, p)
+    u, s = tx.update(g, s, p)
+    return optax.apply_updates(p, u), s
+
+  p2, s2 = jax.jit(step, donate_argnums=(0, 1))(params, state)
+  np.testing.assert_allclose(np.asarray(p2['w']), np.arange(3.0) - 0.5)
+  assert s2.ema['w'].shape == (3,)

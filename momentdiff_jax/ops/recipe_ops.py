@@ -39,7 +39,9 @@ def with_ema(tx: optax.GradientTransformation, decay: float) -> optax.GradientTr
   (so checkpoints and resumes carry it with the optimizer state)."""
 
   def init(params):
-    return EmaState(tx.init(params), jax.tree.map(jnp.asarray, params),
+    # A copy, not `params` themselves: a step that donates the train state would
+    # otherwise donate one buffer twice (params and their EMA).
+    return EmaState(tx.init(params), jax.tree.map(lambda p: jnp.array(p, copy=True), params),
                     jnp.zeros((), jnp.int32))
 
   def update(grads, state, params=None):
