@@ -22,11 +22,10 @@ CANDIDATES = {
     'draws_nms': {'diffusion.eval_num_spans': 25, 'diffusion.fusion': 'nms'},
     'scale1': {'diffusion.scale': 1.0},
     'renew': {'diffusion.renew_threshold': 0.5},
-    'draws_renew': {'diffusion.eval_num_spans': 25, 'diffusion.fusion': 'wbf',
-                    'diffusion.renew_threshold': 0.5},
 }
 RECIPES = {
     'release': (),
+    'draws_renew': ('draws', 'renew'),   # the name benchmarks/results/accuracy/ used
     'plus': ('ema', 'cosine', 'selfcond', 'draws'),
 }
 
