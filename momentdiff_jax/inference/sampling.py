@@ -7,7 +7,6 @@ replica's sampler, vmapped by `make_sample_fn`.
 from typing import Callable
 
 import jax
-import jax.numpy as jnp
 
 from momentdiff_jax.model import MomentDiff
 from momentdiff_jax.ops import diffusion
@@ -64,7 +63,7 @@ def sample_one(model: MomentDiff, config, schedule: diffusion.Schedule, steps: i
                               return_trajectory=return_trajectory, row_keys=row_keys,
                               self_condition=bool(model.config.get('self_condition', False)),
                               renew_threshold=float(dcfg.get('renew_threshold', 0.0)))
-  spans, scores = res[0], jax.nn.softmax(res[1].astype(jnp.float32), axis=-1)[..., 0]
+  spans, scores = res[0], diffusion.foreground_prob(res[1])
   fusion = dcfg.get('fusion', 'none')
   if fusion not in ('none', 'wbf', 'nms'):
     raise ValueError(f'diffusion.fusion must be none|wbf|nms, got {fusion!r}')

@@ -201,6 +201,11 @@ def ddim_step(schedule: Schedule, x_t, x0_signal, t, t_next, eta: float, noise):
   return x_next, eps
 
 
+def foreground_prob(logits) -> jnp.ndarray:
+  """Class logits `(..., 2)` -> probability of the foreground class (index 0), float32."""
+  return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)[..., 0]
+
+
 DenoiseFn = Callable[[jnp.ndarray, jnp.ndarray], Tuple[jnp.ndarray, jnp.ndarray]]
 
 
@@ -268,7 +273,7 @@ def ddim_sample(denoise_fn: DenoiseFn, rng, shape, schedule: Schedule, steps: in
     noise = noise_fn(key, x_t.dtype)
     x_next, _ = ddim_step(schedule, x_t, x0, t, t_next, eta, noise)
     if renew_threshold > 0:
-      prob = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)[..., 0]     # (B, N)
+      prob = foreground_prob(logits)                                           # (B, N)
       fresh = noise_fn(renew_key(key), x_t.dtype)
       x_next = jnp.where((prob < renew_threshold)[..., None], fresh, x_next)
     return (x_next, logits, spans), (spans if return_trajectory else None)
