@@ -187,3 +187,78 @@ def test_saliency_bce_is_the_release_mean_whatever_the_padding():
                                pad(labels, 1.0), pad(pos_idx, 0), pad(neg_idx, 1), lc,
                                example_mask=np.array([1, 1, 1, 0], np.float32))
   np.testing.assert_allclose(out['loss_sim'], ref, rtol=1e-5)
+
+
+def np_one_to_many(cost, valid, k):
+  """scipy's one-to-one pairs, then each unmatched row goes to the cheapest valid column
+  that has it among its k cheapest rows (loops, no ranks)."""
+  n = cost.shape[0]
+  cols = np.flatnonzero(valid)
+  out = -np.ones(n, int)
+  r, c = scipy_lsa(cost[:, cols])
+  out[r] = cols[c]
+  for i in range(n):
+    if out[i] >= 0:
+      continue
+    near = [j for j in cols if i in np.argsort(cost[:, j], kind='stable')[:k]]
+    if near:
+      out[i] = min(near, key=lambda j: cost[i, j])
+  return out
+
+
+@pytest.mark.parametrize('k', [2, 3])
+def test_one_to_many_vs_loops(k):
+  from momentdiff_jax.ops import matching
+  rng = np.random.default_rng(k)
+  for _ in range(20):
+    n, m = 8, int(rng.integers(1, 5))
+    cost = rng.normal(size=(n, m)).astype(np.float32)
+    valid = np.arange(m) < rng.integers(1, m + 1)
+    _, c4r = matching.linear_sum_assignment(jnp.asarray(cost), jnp.asarray(valid))
+    got = matching.add_one_to_many(jnp.asarray(cost), jnp.asarray(valid), c4r, k)
+    want = np_one_to_many(cost, valid, k)
+    np.testing.assert_array_equal(np.asarray(got), want)
+    # Every valid GT keeps its one-to-one prediction and has at most k predictions.
+    counts = np.bincount(want[want >= 0], minlength=m)
+    assert (counts[valid] >= 1).all() and (counts <= k).all() and (counts[~valid] == 0).all()
+
+
+def test_one_to_many_switch_and_quality_label_vs_numpy():
+  rng = np.random.default_rng(7)
+  logits, spans, tgt, mask = random_batch(rng, ld=1, b=4, n=6, m=2)
+  lc, mc = cfgs(aux=False)
+  mc.one_to_many_k = 3
+  off = losses.vmr_losses(logits, spans, tgt, mask, lc, mc, one_to_many=False)
+  ref = np_layer(logits[0], spans[0], tgt, mask, 0.1)
+  for key in ('loss_span', 'loss_giou', 'loss_label'):   # switch off: the release's
+    np.testing.assert_allclose(off[key], ref[key], rtol=1e-5)
+  # On, with IoU targets: numpy on the one-to-many assignment.
+  lc.label_quality = True
+  on = jax.jit(lambda *a: losses.vmr_losses(*a, lc, mc, one_to_many=True))(
+      logits, spans, tgt, mask)
+  lg, sp = logits[0], spans[0]
+  l1 = g = nll = 0.0
+  count = 0
+  for i in range(4):
+    valid = mask[i] > 0
+    cost = (10 * np.abs(sp[i][:, None] - tgt[i][None]).sum(-1)
+            - giou_np(se(sp[i]), se(tgt[i])) - 4 * softmax(lg[i])[:, :1])
+    assign = np_one_to_many(cost, valid, 3)
+    logp = np.log(softmax(lg[i]))
+    for r in range(6):
+      if assign[r] < 0:
+        nll += -0.1 * logp[r, 1]
+        continue
+      t = tgt[i][assign[r]]
+      l1 += np.abs(sp[i][r] - t).sum()
+      gi = giou_np(se(sp[i][r:r + 1]), se(t[None]))[0, 0]
+      g += 1 - gi
+      a, b = se(sp[i][r]), se(t)
+      inter = max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
+      q = inter / ((a[1] - a[0]) + (b[1] - b[0]) - inter)
+      nll += -(q * logp[r, 0] + (1 - q) * logp[r, 1])
+      count += 1
+  assert count > int(mask.sum())      # the extension added positives
+  np.testing.assert_allclose(on['loss_span'], l1 / (2 * count), rtol=1e-5)
+  np.testing.assert_allclose(on['loss_giou'], g / count, rtol=1e-5)
+  np.testing.assert_allclose(on['loss_label'], nll / (4 * 6), rtol=1e-5)

@@ -179,3 +179,15 @@ def test_negative_pair_pass(setup):
   np.testing.assert_allclose(cond['memory'], ref['memory'], rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(sal_neg, neg['saliency'], rtol=1e-5, atol=1e-6)
   assert not np.allclose(sal_neg, cond['saliency'])
+
+
+def test_one_to_many_steps_is_the_configured_share_of_the_run():
+  import ml_collections
+  c = ml_collections.ConfigDict({'num_train_steps': -1, 'num_epochs': 8,
+                                 'matcher': {'one_to_many_k': 0, 'one_to_many_until': 0.5}})
+  assert ts.one_to_many_steps(c, 93) == 0                 # the release: never
+  c.matcher.one_to_many_k = 3
+  assert ts.one_to_many_steps(c, 93) == 372               # half of 8 * 93
+  c.num_train_steps = 100
+  c.matcher.one_to_many_until = 0.25
+  assert ts.one_to_many_steps(c, 93) == 25

@@ -22,9 +22,11 @@ from momentdiff_jax.ops import spans as span_ops
 FOREGROUND, BACKGROUND = 0, 1
 
 
-def _layer_losses(logits, pred_spans, tgt_spans, tgt_mask, ex, eos_coef, matcher_cfg):
+def _layer_losses(logits, pred_spans, tgt_spans, tgt_mask, ex, eos_coef, matcher_cfg,
+                  quality=False, one_to_many=False):
   """Losses of one decoder layer. logits / pred_spans `(B, N, 2)`, ex `(B,)`."""
-  m = matching.match_batch(logits, pred_spans, tgt_spans, tgt_mask, matcher_cfg)
+  m = matching.match_batch(logits, pred_spans, tgt_spans, tgt_mask, matcher_cfg,
+                           one_to_many=one_to_many)
   tgt_idx = m['tgt_idx_for_pred']                                    # (B, N)
   w = (m['matched'] & (ex[:, None] > 0)).astype(jnp.float32)         # (B, N)
   tgt = jnp.take_along_axis(tgt_spans, jnp.maximum(tgt_idx, 0)[..., None], axis=1)
@@ -37,7 +39,15 @@ def _layer_losses(logits, pred_spans, tgt_spans, tgt_mask, ex, eos_coef, matcher
 
   logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
   matched = m['matched']
-  nll = -jnp.where(matched, logp[..., FOREGROUND], logp[..., BACKGROUND])
+  # Quality-aware label (GFL / VarifocalNet): a matched span's foreground target is
+  # its IoU with the GT, not 1, so the score that ranks spans at inference is trained
+  # to prefer the precise ones.
+  pos = logp[..., FOREGROUND]
+  if quality:
+    q = jax.lax.stop_gradient(jnp.clip(span_ops.elementwise_iou(
+        span_ops.cw_to_se(pred_spans), span_ops.cw_to_se(tgt)), 0.0, 1.0))
+    pos = q * pos + (1.0 - q) * logp[..., BACKGROUND]
+  nll = -jnp.where(matched, pos, logp[..., BACKGROUND])
   cls_w = jnp.where(matched, 1.0, eos_coef)
   n = logits.shape[1]
   loss_label = (cls_w * nll * ex[:, None]).sum() / (n * jnp.maximum(ex.sum(), 1.0))
@@ -49,16 +59,18 @@ def _layer_losses(logits, pred_spans, tgt_spans, tgt_mask, ex, eos_coef, matcher
 
 
 def vmr_losses(pred_logits, pred_spans, span_targets, span_mask, loss_cfg, matcher_cfg,
-               example_mask=None):
+               example_mask=None, one_to_many=False):
   """Set-prediction losses on every decoder layer.
 
   Args:
     pred_logits: `(Ld, B, N, 2)` class logits (index 0 = foreground), last = final.
     pred_spans: `(Ld, B, N, 2)` predicted (center, width) in [0, 1].
     span_targets: `(B, M, 2)` GT (center, width); span_mask: `(B, M)`; M <= N.
-    loss_cfg: `config.loss` (span_l1, giou, label, eos_coef, aux).
-    matcher_cfg: `config.matcher` (cost_span, cost_giou, cost_class).
+    loss_cfg: `config.loss` (span_l1, giou, label, eos_coef, aux; `label_quality`:
+      matched spans' foreground target is their IoU, off in the release).
+    matcher_cfg: `config.matcher` (cost_span, cost_giou, cost_class, one_to_many_k).
     example_mask: optional `(B,)`, 0 for dummy examples.
+    one_to_many: bool (may be traced): extend the matching (`match_batch`).
   Returns:
     dict of scalars: `loss_span`, `loss_giou`, `loss_label`, `class_error` (last
     layer), the same with suffix `_{i}` for intermediate layer i when `loss_cfg.aux`,
@@ -73,7 +85,9 @@ def vmr_losses(pred_logits, pred_spans, span_targets, span_mask, loss_cfg, match
   total = 0.0
   for layer in layers:
     d = _layer_losses(pred_logits[layer], pred_spans[layer], span_targets, span_mask,
-                      ex, loss_cfg.eos_coef, matcher_cfg)
+                      ex, loss_cfg.eos_coef, matcher_cfg,
+                      quality=bool(loss_cfg.get('label_quality', False)),
+                      one_to_many=one_to_many)
     total = total + (loss_cfg.span_l1 * d['loss_span'] + loss_cfg.giou * d['loss_giou']
                      + loss_cfg.label * d['loss_label'])
     suffix = '' if layer == ld - 1 else f'_{layer}'

@@ -105,15 +105,36 @@ def match_cost(pred_logits, pred_spans, tgt_spans, cfg):
   return cost
 
 
-def match_batch(pred_logits, pred_spans, tgt_spans, tgt_mask, cfg):
+def add_one_to_many(cost, col_mask, col_for_row, k: int):
+  """One-to-many extension of a one-to-one assignment (dynamic-k style matching).
+
+  Every prediction the assignment left unmatched is also given a GT column when its
+  cost is among the `k` lowest of that valid column (the column's k nearest
+  predictions); of several such columns it takes the cheapest. The one-to-one pairs
+  stay, so each GT keeps its Hungarian prediction and gains at most k - 1 more.
+
+  Args:
+    cost: `(N, M)`; col_mask: `(M,)` bool; col_for_row: `(N,)` int32 (-1 = none).
+  Returns:
+    `(N,)` int32 column per row (-1 = background).
+  """
+  rank = jnp.argsort(jnp.argsort(cost, axis=0), axis=0)       # row i's rank in column j
+  near = (rank < k) & col_mask[None, :]
+  best = jnp.argmin(jnp.where(near, cost, jnp.inf), axis=1).astype(jnp.int32)
+  extra = jnp.where(near.any(axis=1), best, -1)
+  return jnp.where(col_for_row >= 0, col_for_row, extra)
+
+
+def match_batch(pred_logits, pred_spans, tgt_spans, tgt_mask, cfg, one_to_many=False):
   """Hungarian matching per example (vmapped), gradients stopped.
 
   Args:
     pred_logits: `(B, N, 2)`; pred_spans: `(B, N, 2)` cw in [0, 1];
     tgt_spans: `(B, M, 2)` cw; tgt_mask: `(B, M)` 1/True for real GT; M <= N.
-    cfg: `config.matcher`.
+    cfg: `config.matcher`; with `one_to_many_k` > 1 and `one_to_many` true (a bool,
+      may be traced) the assignment is extended by `add_one_to_many`.
   Returns dict:
-    pred_idx_for_tgt `(B, M)` int32 (-1 for padded GT),
+    pred_idx_for_tgt `(B, M)` int32 (-1 for padded GT; the one-to-one pairs),
     tgt_idx_for_pred `(B, N)` int32 (-1 for unmatched predictions),
     matched `(B, N)` bool.
   """
@@ -121,5 +142,10 @@ def match_batch(pred_logits, pred_spans, tgt_spans, tgt_mask, cfg):
   pred_spans = jax.lax.stop_gradient(pred_spans)
   cost = jax.vmap(lambda l, s, t: match_cost(l, s, t, cfg))(pred_logits, pred_spans, tgt_spans)
   row_for_col, col_for_row = jax.vmap(linear_sum_assignment)(cost, tgt_mask > 0)
+  k = int(cfg.get('one_to_many_k', 0))
+  if k > 1:
+    many = jax.vmap(lambda c, m, r: add_one_to_many(c, m, r, k))(cost, tgt_mask > 0,
+                                                                 col_for_row)
+    col_for_row = jnp.where(one_to_many, many, col_for_row)
   return dict(pred_idx_for_tgt=row_for_col, tgt_idx_for_pred=col_for_row,
               matched=col_for_row >= 0)

@@ -66,7 +66,7 @@ def eval_params(state: TrainState):
 
 
 def loss_fn(params, model: MomentDiff, config, schedule: diffusion.Schedule,
-            batch: dict[str, jax.Array], rng: jax.Array):
+            batch: dict[str, jax.Array], rng: jax.Array, one_to_many=False):
   """Total loss and its parts for one batch (global under jit).
 
   The negative pair for L_sim pairs every video with the next example's text
@@ -101,7 +101,8 @@ def loss_fn(params, model: MomentDiff, config, schedule: diffusion.Schedule,
 
   vmr = losses_lib.vmr_losses(out['pred_logits'], out['pred_spans'], batch['span_targets'],
                               batch['span_mask'], config.loss, config.matcher,
-                              example_mask=batch.get('example_mask'))
+                              example_mask=batch.get('example_mask'),
+                              one_to_many=one_to_many)
   sal = losses_lib.saliency_losses(cond['saliency'], sal_neg,
                                    batch['video_mask'], batch['saliency_labels'],
                                    batch['saliency_pos_idx'], batch['saliency_neg_idx'],
@@ -127,6 +128,16 @@ def make_train_step(model: MomentDiff, config, schedule: diffusion.Schedule,
                   in_axes=(0, None, 0, 0))
 
 
+def one_to_many_steps(config, steps_per_epoch: int) -> int:
+  """Train steps (from 0) that match one-to-many: `matcher.one_to_many_until` of the
+  run's steps when `matcher.one_to_many_k` > 1, else 0 (the release)."""
+  if int(config.matcher.get('one_to_many_k', 0)) <= 1:
+    return 0
+  total = (config.num_train_steps if config.num_train_steps > 0
+           else config.num_epochs * steps_per_epoch)
+  return int(round(float(config.matcher.get('one_to_many_until', 0.5)) * total))
+
+
 def replica_step(model: MomentDiff, config, schedule: diffusion.Schedule,
                  steps_per_epoch: int, state: TrainState, batch, base_rng, hparams):
   """One replica's update, the body `make_train_step` vmaps: its config is `config`
@@ -136,7 +147,8 @@ def replica_step(model: MomentDiff, config, schedule: diffusion.Schedule,
   tx = make_optimizer(cfg, steps_per_epoch)
   rng = jax.random.fold_in(base_rng, state.step)
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-  (_, parts), grads = grad_fn(state.params, model, cfg, schedule, batch, rng)
+  (_, parts), grads = grad_fn(state.params, model, cfg, schedule, batch, rng,
+                              one_to_many=state.step < one_to_many_steps(cfg, steps_per_epoch))
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   parts['grad_norm'] = optax.tree.norm(grads)
