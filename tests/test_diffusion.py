@@ -257,3 +257,16 @@ def test_diffuse_targets_shapes_and_range():
   assert xt.shape == (3, 5, 2) and t.shape == (3,) and t.dtype == jnp.int32
   assert noise.shape == (3, 5, 2)
   assert float(xt.min()) >= 0.0 and float(xt.max()) <= 1.0
+
+
+def test_sample_timesteps_release_is_randint_and_power_has_its_cdf():
+  from scipy import stats
+  r = jax.random.PRNGKey(3)
+  np.testing.assert_array_equal(dif.sample_timesteps(r, 64, 1000),
+                                jax.random.randint(r, (64,), 0, 1000))
+  t = np.asarray(dif.sample_timesteps(r, 20000, 1000, 2.0))
+  assert t.dtype == np.int32 and t.min() >= 0 and t.max() <= 999
+  # P(t < x T) = x^2 for power 2 (floor shifts it by at most one step).
+  ks = stats.kstest((t + 0.5) / 1000, lambda x: np.clip(x, 0, 1) ** 2)
+  assert ks.pvalue > 1e-3, ks
+  assert abs(t.mean() / 1000 - 2 / 3) < 0.01

@@ -126,6 +126,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.diffusion.fusion = 'none'        # 'none' | 'wbf' (score-weighted mean) | 'nms'
   c.diffusion.fusion_iou = 0.7       # IoU that puts two sampled spans in one cluster
   c.diffusion.renew_threshold = 0.0  # span renewal below this probability; 0 = off
+  c.diffusion.t_power = 1.0          # training t density ~ t^(p-1); 1 = uniform (release)
 
   # --- losses and matching -----------------------------------------------------
   c.loss = ml_collections.ConfigDict()

@@ -24,6 +24,7 @@ CANDIDATES = {
     'renew': {'diffusion.renew_threshold': 0.5},
     'o2m': {'matcher.one_to_many_k': 3},
     'quality': {'loss.label_quality': True},
+    'tshift': {'diffusion.t_power': 2.0},
 }
 RECIPES = {
     'release': (),

@@ -142,6 +142,21 @@ def prepare_targets(rng, span_targets, span_mask, num_spans: int, cfg):
   return jnp.take_along_axis(candidates, order[..., None], axis=1)
 
 
+def sample_timesteps(rng, batch: int, timesteps: int, power: float = 1.0):
+  """Training time steps `(B,)` int32 in {0..T-1}.
+
+  power 1 (the release): uniform. power p > 1: t = floor(T * u^(1/p)), u ~ U(0, 1),
+  density proportional to t^(p-1): more of the high-noise steps, where the spans carry
+  little of the GT and the denoiser must find the moment from the video and the query
+  alone, as at the sampler's first step (noise-level emphasis: P2 weighting, Choi et al.
+  CVPR 2022; timestep sampling, Esser et al. ICML 2024).
+  """
+  if power == 1.0:
+    return jax.random.randint(rng, (batch,), 0, timesteps)
+  u = jax.random.uniform(rng, (batch,))
+  return jnp.minimum((timesteps * u ** (1.0 / power)).astype(jnp.int32), timesteps - 1)
+
+
 def diffuse_targets(rng, schedule: Schedule, span_targets, span_mask,
                     num_spans: int, cfg):
   """The whole training-time corruption: what the denoiser is fed.

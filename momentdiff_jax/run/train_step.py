@@ -82,7 +82,7 @@ def loss_fn(params, model: MomentDiff, config, schedule: diffusion.Schedule,
   bsz = batch['video_feat'].shape[0]
   x0 = diffusion.prepare_targets(r_tgt, batch['span_targets'], batch['span_mask'],
                                  dcfg.num_spans, dcfg)
-  t = jax.random.randint(r_t, (bsz,), 0, dcfg.timesteps)
+  t = diffusion.sample_timesteps(r_t, bsz, dcfg.timesteps, float(dcfg.get('t_power', 1.0)))
   noise = jax.random.normal(r_noise, x0.shape, x0.dtype)
   x_t = diffusion.q_sample(schedule, diffusion.spans_to_signal(x0, dcfg.scale), t, noise)
   x_t = diffusion.signal_to_spans(x_t, dcfg.scale)
