@@ -1,7 +1,7 @@
 """Accuracy of a training recipe over seeds, next to the oracle (docs/recipe.md).
 
   python benchmarks/accuracy.py --recipe=release|plus|<candidates joined by +>
-      [--num_seeds=3] [--data=mdbench_v1|mdbench_v2|synthetic] [--output=FILE.json]
+      [--num_seeds=3] [--data=mdbench_v1|mdbench_v2|mdbench_v3|synthetic] [--output=FILE.json]
       [--eval_variants=draws,draws_nms] [--time_steps=10] [--workdir=DIR]
 
 Trains K seeds in one program (`config.num_seeds`, configs/benchmark.py's fixed
@@ -47,7 +47,7 @@ FLAGS = flags.FlagValues()
 flags.DEFINE_string('recipe', 'release', 'release, plus, or candidates of '
                     'momentdiff_jax.common.recipes joined by "+".', flag_values=FLAGS)
 flags.DEFINE_integer('num_seeds', 3, 'Seeds trained in one program.', flag_values=FLAGS)
-flags.DEFINE_string('data', 'mdbench_v1', 'mdbench_v1 | mdbench_v2 | synthetic.',
+flags.DEFINE_string('data', 'mdbench_v1', 'mdbench_v1 | mdbench_v2 | mdbench_v3 | synthetic.',
                     flag_values=FLAGS)
 flags.DEFINE_string('output', '', 'Also write the results as JSON here.', flag_values=FLAGS)
 flags.DEFINE_string('workdir', '', 'Run folder (default: a new temporary one).',

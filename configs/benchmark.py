@@ -2,7 +2,7 @@
 
 Data: `momentdiff_jax.data.benchmark_gen` (real Charades-STA / QVHighlights / TACoS
 windows and durations, generated SlowFast+CLIP-sized features with a known oracle),
-generated on first use into the cache. `data.name='mdbench_v1'` or `'mdbench_v2'`
+generated on first use into the cache. `data.name='mdbench_v1'`, `'mdbench_v2'` or `'mdbench_v3'`
 (the differently made variant). A small model and a fixed budget of 8 epochs so that
 3 seeds train in one program in minutes on 2 CPU cores; the architecture, losses and
 diffusion are the release's (recipe 'release', the default).
