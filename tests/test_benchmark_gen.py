@@ -59,9 +59,10 @@ def test_clip_llr_matches_direct_gaussian_mixture():
     assert llr[i] == pytest.approx(want, rel=1e-6, abs=1e-6)
 
 
-def test_generator_is_deterministic_and_shaped():
-  a = list(gen.generate('v1', ROWS, **TINY))
-  b = list(gen.generate('v1', ROWS, **TINY))
+@pytest.mark.parametrize('variant', ['v1', 'v3'])   # TINY's two blocks (v2 has one)
+def test_generator_is_deterministic_and_shaped(variant):
+  a = list(gen.generate(variant, ROWS, **TINY))
+  b = list(gen.generate(variant, ROWS, **TINY))
   assert [s for s, _, _ in a] == ['train'] * 2 + ['val'] * 2 + ['test'] * 2
   for (_, x, ox), (_, y, oy) in zip(a, b):
     np.testing.assert_array_equal(x['video'], y['video'])
