@@ -14,6 +14,7 @@ import sys
 from absl import flags
 
 from momentdiff_jax.common import app
+from momentdiff_jax.common import recipes
 
 FLAGS = flags.FlagValues()
 flags.DEFINE_list('files', [], 'JSON files of benchmarks/accuracy.py, in table order.',
@@ -36,14 +37,30 @@ def row(name: str, res: dict, test: dict, val: dict, ratio: str, command: str) -
           f'`{command}` |')
 
 
+def label(res: dict) -> str:
+  """The run's recipe name; when that name now means other settings than the run's
+  (a recipe redefined since), the candidates the run's settings were made of."""
+  name, settings = res['recipe'], res.get('settings')
+  try:
+    if settings is None or recipes.recipe_settings(name) == settings:
+      return name
+  except ValueError:
+    pass
+  items = lambda c: set(recipes.CANDIDATES[c].items())
+  have = {c for c in recipes.CANDIDATES if items(c) <= set(settings.items())}
+  parts = sorted(c for c in have if not any(items(c) < items(d) for d in have))
+  return f'{"+".join(parts)} (run as {name!r})'
+
+
 def rows(res: dict, path: str) -> list:
   """The run's row, then one per sampling variant (same checkpoints, same ratio)."""
   step = res.get('step_s')
   ratio = f'x{step["ratio"]:.2f}' if step else 'not timed'
   cmd = res['command'] + f' --output={path}'
-  out = [row(res['recipe'], res, res['test'], res['val'], ratio, cmd)]
-  for name, v in sorted(res.get('variants', {}).items()):
-    out.append(row(f'{res["recipe"]} + {name} (sampling only, same checkpoints)', res,
+  name = label(res)
+  out = [row(name, res, res['test'], res['val'], ratio, cmd)]
+  for variant, v in sorted(res.get('variants', {}).items()):
+    out.append(row(f'{name} + {variant} (sampling only, same checkpoints)', res,
                    v['test'], v['val'], ratio, cmd))
   return out
 

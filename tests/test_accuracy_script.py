@@ -88,3 +88,12 @@ def test_recipe_table_rows_come_from_the_json(tmp_path, capsys):
   assert lines[4].startswith('| release + draws') and '42.00 ± 1.00' in lines[4]
   assert '| 44.00 | 46.00 / 26.00 / 20.00 | x1.20 |' in lines[5]
   assert recipe_table.main([]) == 2
+
+
+def test_recipe_table_labels_a_run_of_a_since_redefined_recipe_by_its_settings():
+  assert recipe_table.label({'recipe': 'release', 'settings': {}}) == 'release'
+  assert recipe_table.label({'recipe': 'ema', 'settings': {'ema_decay': 0.999}}) == 'ema'
+  old_plus = {'ema_decay': 0.999, 'lr_schedule': 'cosine', 'lr_warmup_epochs': 1.0}
+  # 'warmup' is inside 'cosine': only the larger candidate is named.
+  assert recipe_table.label({'recipe': 'plus', 'settings': old_plus}) == \
+      "cosine+ema (run as 'plus')"
