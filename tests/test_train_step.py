@@ -191,3 +191,28 @@ def test_one_to_many_steps_is_the_configured_share_of_the_run():
   c.num_train_steps = 100
   c.matcher.one_to_many_until = 0.25
   assert ts.one_to_many_steps(c, 93) == 25
+
+
+def test_step_matches_one_to_many_only_in_the_first_share_of_the_run(setup):
+  """replica_step's losses equal loss_fn's with one_to_many on before the switch step
+  and off after it (recipe o2m + quality + tshift on the same params and RNG)."""
+  _, model, schedule, params = setup
+  config = small_config()
+  config.num_train_steps = 4
+  config.matcher.one_to_many_k = 3
+  config.loss.label_quality = True
+  config.diffusion.t_power = 2.0
+  batch = {k: jnp.asarray(v) for k, v in fixed_batch().items()}
+  tx = ts.make_optimizer(config, steps_per_epoch=1)
+  base = jax.random.PRNGKey(4)
+  step = jax.jit(lambda s, b, r: ts.replica_step(model, config, schedule, 1, s, b, r, {}))
+  loss = jax.jit(lambda p, b, r, o: ts.loss_fn(p, model, config, schedule, b, r,
+                                               one_to_many=o)[1])
+  for at, on in ((1, True), (2, False)):     # switch at round(0.5 * 4) = 2
+    state = ts.TrainState(step=jnp.asarray(at), params=params, opt_state=tx.init(params))
+    _, parts = step(state, batch, base)
+    rng = jax.random.fold_in(base, at)
+    want, other = loss(params, batch, rng, on), loss(params, batch, rng, not on)
+    for key in ('vmr/loss_span', 'vmr/loss_giou', 'vmr/loss_label'):
+      np.testing.assert_allclose(parts[key], want[key], rtol=1e-5)
+    assert not np.allclose(want['vmr/loss_label'], other['vmr/loss_label'])
