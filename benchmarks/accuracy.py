@@ -58,6 +58,9 @@ flags.DEFINE_string('eval_variants', '', 'Candidates whose sampling settings als
 flags.DEFINE_integer('time_steps', 10, 'Timed train steps of the recipe and the release '
                      '(0: no timing).', flag_values=FLAGS)
 flags.DEFINE_integer('num_epochs', 0, 'Budget override (0: the config\'s).', flag_values=FLAGS)
+flags.DEFINE_bool('variants_only', False, 'Train nothing: score --eval_variants on the '
+                  'finished run in --workdir and add them to its JSON, --output.',
+                  flag_values=FLAGS)
 
 
 def base_config(data: str):
@@ -144,9 +147,31 @@ def fmt(summary: dict) -> str:
                     f'(worst {v["worst"]:.2f})' for k, v in summary.items())
 
 
+def add_variants(args) -> int:
+  """--variants_only: the run's JSON (--output) gains --eval_variants' rows, each with
+  the command that scored it."""
+  if not (args.workdir and args.output and os.path.exists(args.output) and args.eval_variants):
+    raise app.UsageError('--variants_only needs --workdir (a finished run), --output (its '
+                         'JSON) and --eval_variants')
+  with open(args.output) as f:
+    res = json.load(f)
+  cmd = (f'python benchmarks/accuracy.py --variants_only --workdir=RUN_DIR '
+         f'--eval_variants={args.eval_variants}')
+  for name in [v for v in args.eval_variants.split(',') if v]:
+    briefs = eval_variant(args.workdir, recipes.recipe_settings(name), res['num_seeds'])
+    res['variants'][name] = {s: summarize(b) for s, b in briefs.items()}
+    res.setdefault('variant_commands', {})[name] = cmd
+    print(f'variant {name}: val {fmt(res["variants"][name]["val"])}\n'
+          f'{" " * (10 + len(name))}test {fmt(res["variants"][name]["test"])}')
+  report.write_result(args.output, res)
+  return 0
+
+
 def _main():
   args = app.namespace(FLAGS)
   compile_cache.enable(None)
+  if args.variants_only:
+    return add_variants(args)
   config = base_config(args.data)
   config.recipe = args.recipe
   config.num_seeds = args.num_seeds

@@ -60,8 +60,11 @@ def rows(res: dict, path: str) -> list:
   name = label(res)
   out = [row(name, res, res['test'], res['val'], ratio, cmd)]
   for variant, v in sorted(res.get('variants', {}).items()):
+    vcmd = res.get('variant_commands', {}).get(variant)
+    vcmd = (vcmd.replace('RUN_DIR', f'<{res["recipe"]} run>') + f' --output={path}'
+            if vcmd else cmd)
     out.append(row(f'{name} + {variant} (sampling only, same checkpoints)', res,
-                   v['test'], v['val'], ratio, cmd))
+                   v['test'], v['val'], ratio, vcmd))
   return out
 
 

@@ -97,3 +97,19 @@ def test_recipe_table_labels_a_run_of_a_since_redefined_recipe_by_its_settings()
   # 'warmup' is inside 'cosine': only the larger candidate is named.
   assert recipe_table.label({'recipe': 'plus', 'settings': old_plus}) == \
       "cosine+ema (run as 'plus')"
+
+
+def test_variants_only_needs_a_run_and_its_json(tmp_path):
+  assert accuracy.main(['--variants_only', '--eval_variants=steps50']) == 2
+  assert accuracy.main(['--variants_only', f'--workdir={tmp_path}', '--eval_variants=steps50',
+                        f'--output={tmp_path / "absent.json"}']) == 2
+
+
+def test_recipe_table_names_the_command_that_scored_a_later_variant():
+  s = {k: {'mean': 1.0, 'std': 0.0, 'worst': 1.0} for k in recipe_table.KEYS}
+  res = {'recipe': 'release', 'data': 'mdbench_v3', 'command': 'python a.py --recipe=release',
+         'test': s, 'val': s, 'variants': {'steps50': {'test': s, 'val': s}},
+         'variant_commands': {'steps50': 'python a.py --variants_only --workdir=RUN_DIR'}}
+  lines = recipe_table.rows(res, 'r.json')
+  assert '`python a.py --recipe=release --output=r.json`' in lines[0]
+  assert '`python a.py --variants_only --workdir=<release run> --output=r.json`' in lines[1]

@@ -22,6 +22,8 @@ CANDIDATES = {
     'draws_nms': {'diffusion.eval_num_spans': 25, 'diffusion.fusion': 'nms'},
     'scale1': {'diffusion.scale': 1.0},
     'renew': {'diffusion.renew_threshold': 0.5},
+    'steps50': {'diffusion.sampling_steps': 50},
+    'ddim0': {'diffusion.eta': 0.0},
     'o2m': {'matcher.one_to_many_k': 3},
     'quality': {'loss.label_quality': True},
     'tshift': {'diffusion.t_power': 2.0},
