@@ -25,6 +25,7 @@ CANDIDATES = {
     'steps50': {'diffusion.sampling_steps': 50},
     'ddim0': {'diffusion.eta': 0.0},
     'o2m': {'matcher.one_to_many_k': 3},
+    'o2m_all': {'matcher.one_to_many_k': 3, 'matcher.one_to_many_until': 1.0},
     'quality': {'loss.label_quality': True},
     'tshift': {'diffusion.t_power': 2.0},
 }
