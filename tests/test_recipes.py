@@ -25,13 +25,14 @@ def test_release_recipe_is_identity_and_plus_sets_keys():
     for part in key.split('.'):
       node = node[part]
     assert node == value, key
-  assert c.ema_decay == 0.0   # the input is not modified
+  assert c.to_dict() == base_config().to_dict() | {'recipe': 'plus'}   # input unmodified
 
 
 def test_explicit_value_wins_and_unknown_recipe_is_named():
   c = base_config()
-  c.recipe, c.ema_decay = 'plus', 0.9
-  assert recipes.apply_recipe(c).ema_decay == 0.9
+  c.recipe, c.ema_decay = 'ema+draws', 0.9
+  out = recipes.apply_recipe(c)
+  assert out.ema_decay == 0.9 and out.diffusion.eval_num_spans == 25
   c.recipe = 'ema+nonsense'
   with pytest.raises(ValueError, match='nonsense'):
     recipes.apply_recipe(c)
