@@ -1,4 +1,4 @@
-"""The 'plus' recipe's pure pieces against closed forms and brute force."""
+"""Recipe candidates' pure pieces against closed forms and brute force."""
 import math
 
 import jax

@@ -107,7 +107,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.text_position = 'none'     # 'none' (release default) | 'learned'
   c.model.max_q_l = 32               # size of the learned text position table
   c.model.dtype = 'float32'          # compute dtype ('bfloat16' on accelerators)
-  c.model.self_condition = False     # denoiser sees its previous x_0 estimate (recipe plus)
+  c.model.self_condition = False     # denoiser sees its previous x_0 estimate (candidate selfcond)
 
   # --- diffusion ----------------------------------------------------------------
   c.diffusion = ml_collections.ConfigDict()
@@ -120,7 +120,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.diffusion.eta = 1.0              # DDIM eta (1.0 = stochastic, paper Eq. 6)
   c.diffusion.placeholder_std = 1.0 / 6.0
   c.diffusion.min_width = 0.01
-  # Off in the release; `recipe='plus'` (momentdiff_jax/recipes.py) sets them.
+  # Off in the release; recipe candidates (momentdiff_jax/common/recipes.py) set them.
   c.diffusion.self_cond_prob = 0.5   # share of training examples given an estimate
   c.diffusion.eval_num_spans = 0     # spans (noise draws) sampled per query; 0 = num_spans
   c.diffusion.fusion = 'none'        # 'none' | 'wbf' (score-weighted mean) | 'nms'
@@ -160,9 +160,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.lr_drop_epochs = 40              # lr x lr_drop_factor every this many epochs (40, 80)
   c.lr_drop_factor = 0.1
   c.grad_clip_norm = 0.1
-  # 'release' (the paper's method) | 'plus' (docs/recipe.md): applied by
-  # `recipes.apply_recipe` at the start of training to the keys below still at their
-  # release values.
+  # 'release' (the paper's method) | 'plus' | candidates joined by '+' (docs/recipe.md):
+  # applied by `recipes.apply_recipe` at the start of training to the keys still at
+  # their release values.
   c.recipe = 'release'
   c.lr_schedule = 'step'             # 'step' (release drops) | 'cosine'
   c.lr_warmup_epochs = 0.0           # linear warm-up length (epochs, may be fractional)

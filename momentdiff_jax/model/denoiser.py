@@ -125,7 +125,7 @@ class Denoiser(nn.Module):
   dropout: float
   dtype: Dtype = jnp.float32
   # Self-conditioning (Chen et al. 2022, "Analog Bits"): the previous estimate of x_0
-  # enters the content query through a zero-initialized projection (recipe 'plus';
+  # enters the content query through a zero-initialized projection (candidate 'selfcond';
   # absent from the release's parameters when off).
   self_condition: bool = False
 

@@ -1,7 +1,7 @@
-"""Pure pieces of the 'plus' training recipe (docs/recipe.md): weight EMA, the
-learning-rate schedule, and the fusion of spans from several noise draws.
+"""Pure pieces of recipe candidates (docs/recipe.md): weight EMA, the learning-rate
+schedule, and the fusion of spans from several noise draws.
 
-Each is off in the release recipe; `momentdiff_jax.recipes` switches them on.
+Each is off in the release recipe; `momentdiff_jax.common.recipes` switches them on.
 """
 from typing import Any, NamedTuple
 
