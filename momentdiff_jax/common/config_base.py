@@ -139,16 +139,16 @@ def base_config() -> ml_collections.ConfigDict:
   c.loss.sim_variant = 'charades'    # 'charades' | 'antibias' (BCE/ranking x10, contrastive x0.1)
   c.loss.sim_margin = 0.2
   c.loss.sim_temperature = 0.5
+  c.loss.label_quality = False       # matched spans' foreground target = their IoU
   c.matcher = ml_collections.ConfigDict()
   c.matcher.cost_span = 10.0
   c.matcher.cost_giou = 1.0
   c.matcher.cost_class = 4.0
   # Off in the release (docs/recipe.md): one-to-many matching for the first
-  # `one_to_many_until` of the train steps, each GT also taking the unmatched spans
-  # among its k cheapest; matched spans' foreground target = their IoU.
+  # `one_to_many_until` of the train steps (recipe plus: all of them), each GT also
+  # taking the unmatched spans among its k cheapest.
   c.matcher.one_to_many_k = 0
   c.matcher.one_to_many_until = 0.5
-  c.loss.label_quality = False
 
   # --- optimisation -----------------------------------------------------------
   c.batch_size = 32                  # global, over all devices and hosts
